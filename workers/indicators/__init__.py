@@ -1,0 +1,39 @@
+"""finpipe's indicator engine: TA-Lib in batch, and an incremental twin that matches it.
+
+Pure computation (numpy, TA-Lib, numba-compiled kernels): no Kafka, database or Dagster, so the
+processor, the Dagster asset checks and the tests all import the same numbers.
+
+- ``compute_batch(bars)``: TA-Lib over a whole history (the reference).
+- ``compute_incremental(bars, state)``: the same numbers for new bars only, continuing from a
+  small JSON state saved with the symbol (any chunking gives the batch result).
+- ``split_adjust(...)``: put raw bars on the split-adjusted basis the indicators run on.
+"""
+
+from workers.indicators.bars import Bars, InvalidBarsError
+from workers.indicators.engine import (
+    INDICATOR_COLUMNS,
+    LOOKBACK,
+    STATE_VERSION,
+    InvalidStateError,
+    compute_batch,
+    compute_incremental,
+    initial_state,
+)
+from workers.indicators.registry import INDICATORS, Indicator
+from workers.indicators.splits import split_adjust, split_factors
+
+__all__ = [
+    "INDICATORS",
+    "INDICATOR_COLUMNS",
+    "LOOKBACK",
+    "STATE_VERSION",
+    "Bars",
+    "Indicator",
+    "InvalidBarsError",
+    "InvalidStateError",
+    "compute_batch",
+    "compute_incremental",
+    "initial_state",
+    "split_adjust",
+    "split_factors",
+]

@@ -1,0 +1,195 @@
+"""The indicator registry: one entry per TA-Lib call, with its incremental twin.
+
+Adding an indicator is one ``Indicator(...)`` entry in ``INDICATORS`` plus a kernel in
+``_kernels`` (same signature as the others) whose state is a fixed-size float vector. Its
+columns must also exist in the database schema. States saved before the addition lack the new
+key, so ``compute_incremental`` rejects them and the caller recomputes that symbol from its
+stored history (see ``InvalidStateError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+import talib
+from talib import abstract
+
+from workers.indicators import _kernels
+from workers.indicators.bars import Bars
+
+BatchFn = Callable[[Bars], tuple[np.ndarray, ...]]
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One TA-Lib function with fixed parameters, computed in batch and incrementally.
+
+    ``batch`` is the reference (TA-Lib over a whole history); ``kernel`` must reproduce it
+    chunk by chunk from a state of ``state_size`` floats. ``lookback`` comes from TA-Lib itself
+    so the warm-up length is never re-derived by hand.
+    """
+
+    key: str
+    columns: tuple[str, ...]
+    talib_function: str
+    talib_params: Mapping[str, int | float]
+    batch: BatchFn
+    kernel: Callable[..., None]
+    params: tuple[float, ...]
+    state_size: int
+    kernel_params: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel_params", np.asarray(self.params, dtype=np.float64))
+        object.__setattr__(self, "talib_params", MappingProxyType(dict(self.talib_params)))
+
+    @property
+    def lookback(self) -> int:
+        """Index of the first non-NaN output, from TA-Lib's own lookback function."""
+        func = abstract.Function(self.talib_function)
+        func.set_parameters(dict(self.talib_params))
+        return int(func.lookback)
+
+
+def _rsi(period: int) -> Indicator:
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return (talib.RSI(b.close, timeperiod=period),)
+
+    return Indicator(
+        f"rsi_{period}", (f"rsi_{period}",), "RSI", {"timeperiod": period},
+        batch, _kernels.rsi_kernel, (period,), 3,
+    )
+
+
+def _macd(fast: int, slow: int, signal: int) -> Indicator:
+    if not 1 < fast < slow or signal < 2:
+        raise ValueError("MACD kernel assumes 1 < fast < slow and signal >= 2")
+
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return tuple(
+            talib.MACD(b.close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
+        )
+
+    return Indicator(
+        "macd", ("macd", "macd_signal", "macd_hist"), "MACD",
+        {"fastperiod": fast, "slowperiod": slow, "signalperiod": signal},
+        batch, _kernels.macd_kernel, (fast, slow, signal), 3,
+    )
+
+
+def _sma(period: int) -> Indicator:
+    if period < 2:
+        raise ValueError("SMA kernel needs period >= 2")
+
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return (talib.SMA(b.close, timeperiod=period),)
+
+    return Indicator(
+        f"sma_{period}", (f"sma_{period}",), "SMA", {"timeperiod": period},
+        batch, _kernels.sma_kernel, (period,), 1 + (period - 1),
+    )
+
+
+def _ema(period: int) -> Indicator:
+    if period < 2:
+        raise ValueError("EMA kernel needs period >= 2")
+
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return (talib.EMA(b.close, timeperiod=period),)
+
+    return Indicator(
+        f"ema_{period}", (f"ema_{period}",), "EMA", {"timeperiod": period},
+        batch, _kernels.ema_kernel, (period,), 1,
+    )
+
+
+def _bbands(period: int, dev_up: float, dev_dn: float) -> Indicator:
+    if period < 2:
+        raise ValueError("BBANDS kernel needs period >= 2")
+
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return tuple(
+            talib.BBANDS(b.close, timeperiod=period, nbdevup=dev_up, nbdevdn=dev_dn,
+                         matype=talib.MA_Type.SMA)
+        )
+
+    return Indicator(
+        f"bbands_{period}", ("bb_upper", "bb_middle", "bb_lower"), "BBANDS",
+        {"timeperiod": period, "nbdevup": dev_up, "nbdevdn": dev_dn,
+         "matype": int(talib.MA_Type.SMA)},
+        batch, _kernels.bbands_kernel, (period, dev_up, dev_dn), 5 + (period - 1),
+    )
+
+
+def _atr(period: int) -> Indicator:
+    if period < 2:
+        raise ValueError("ATR kernel needs period >= 2")
+
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return (talib.ATR(b.high, b.low, b.close, timeperiod=period),)
+
+    return Indicator(
+        f"atr_{period}", (f"atr_{period}",), "ATR", {"timeperiod": period},
+        batch, _kernels.atr_kernel, (period,), 2,
+    )
+
+
+def _obv() -> Indicator:
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return (talib.OBV(b.close, b.volume),)
+
+    return Indicator("obv", ("obv",), "OBV", {}, batch, _kernels.obv_kernel, (), 2)
+
+
+def _stoch(fastk: int, slowk: int, slowd: int) -> Indicator:
+    if fastk < 2 or slowk < 2 or slowd < 2:
+        raise ValueError("STOCH kernel needs all periods >= 2")
+
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return tuple(
+            talib.STOCH(b.high, b.low, b.close, fastk_period=fastk, slowk_period=slowk,
+                        slowk_matype=talib.MA_Type.SMA, slowd_period=slowd,
+                        slowd_matype=talib.MA_Type.SMA)
+        )
+
+    return Indicator(
+        "stoch", ("stoch_k", "stoch_d"), "STOCH",
+        {"fastk_period": fastk, "slowk_period": slowk, "slowk_matype": int(talib.MA_Type.SMA),
+         "slowd_period": slowd, "slowd_matype": int(talib.MA_Type.SMA)},
+        batch, _kernels.stoch_kernel, (fastk, slowk, slowd),
+        2 + 2 * (fastk - 1) + (slowk - 1) + (slowd - 1),
+    )
+
+
+def _adx(period: int) -> Indicator:
+    if period < 2:
+        raise ValueError("ADX kernel needs period >= 2")
+
+    def batch(b: Bars) -> tuple[np.ndarray, ...]:
+        return (talib.ADX(b.high, b.low, b.close, timeperiod=period),)
+
+    return Indicator(
+        f"adx_{period}", (f"adx_{period}",), "ADX", {"timeperiod": period},
+        batch, _kernels.adx_kernel, (period,), 7,
+    )
+
+
+INDICATORS: tuple[Indicator, ...] = (
+    _rsi(14),
+    _macd(12, 26, 9),
+    _sma(20),
+    _sma(50),
+    _sma(200),
+    _ema(12),
+    _ema(26),
+    _ema(50),
+    _bbands(20, 2.0, 2.0),
+    _atr(14),
+    _obv(),
+    _stoch(14, 3, 3),
+    _adx(14),
+)
+"""The indicator set, in the column order of the database schema."""

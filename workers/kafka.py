@@ -1,0 +1,46 @@
+"""Kafka client configuration shared by every finpipe producer and consumer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.settings import Settings
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """An idempotent, acks=all producer that partitions keys like the Java client.
+
+    ``murmur2_random`` is the Java client's partitioner: the same symbol lands in the same
+    partition whichever language produced it (librdkafka's default is CRC32-based).
+    """
+    config = settings.kafka_client_config()
+    config.update(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "compression.type": "lz4",
+            # Batch for up to 20 ms: tasks and bar chunks come in bursts.
+            "linger.ms": 20,
+        }
+    )
+    config.update(overrides)
+    return config
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer in ``group_id`` that commits offsets itself (never auto-commit)."""
+    config = settings.kafka_client_config()
+    config.update(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # Incremental rebalancing: a joining worker does not stop every other one.
+            "partition.assignment.strategy": "cooperative-sticky",
+            # Only read committed transactional output (the agents write in transactions).
+            "isolation.level": "read_committed",
+        }
+    )
+    config.update(overrides)
+    return config

@@ -1,0 +1,110 @@
+"""Every name finpipe shares between processes: topics, groups, tables, ports, env vars.
+
+One frozen pydantic-settings model read from ``FINPIPE_*`` environment variables. The Dagster
+side, the workers, the local stack and the Kubernetes values all take their names from here
+(the Helm values are checked against it in tests), so a name is changed in exactly one place.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FINPIPE_"
+
+SourceName = Literal["yfinance", "sample", "csv", "synthetic"]
+
+
+class Settings(BaseSettings):
+    """finpipe configuration; each field is the env var ``FINPIPE_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    tasks_topic: str = "Stock_topic"
+    data_topic: str = "Stock_data_topic"
+    dlq_topic: str = "Stock_dlq_topic"
+    # 12 partitions: a KEDA replica beyond the partition count would only idle.
+    topic_partitions: int = Field(default=12, ge=1)
+    # 1 on a single local broker; 3 (with min.insync.replicas=2) in a real cluster.
+    topic_replication: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    agent_group: str = "finpipe-agents"
+    processor_group: str = "finpipe-processors"
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # Kafka's default max.message.bytes is 1 MiB; stay well under it per message.
+    max_message_bytes: int = Field(default=900_000, ge=1024)
+
+    # --- PostgreSQL --------------------------------------------------------------------------
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 15432
+    pg_database: str = "finpipe"
+    pg_user: str = "finpipe"
+    pg_password: SecretStr | None = None
+    # Dagster's own storage (runs, events, schedules) lives in a second database.
+    pg_dagster_database: str = "dagster"
+
+    # --- Local stack (finpipe up/down/status) ------------------------------------------------
+    # Where the local broker's and database's data and logs live; default: <repo>/.state.
+    state_dir: str | None = None
+    # Jars fetched from Maven Central are cached here, outside the repo.
+    cache_dir: str = "~/.cache/finpipe"
+    kafka_version: str = "4.1.1"
+    kafka_controller_port: int = 19093
+    # 3-broker mode for fault tests: broker i listens on cluster_base_port + i (i = 1..3).
+    kafka_cluster_base_port: int = 19100
+    kafka_heap: str = "512m"
+
+    # --- Workers -----------------------------------------------------------------------------
+    source: SourceName = "sample"
+    csv_dir: str | None = None
+    # Bars per Stock_data_topic message; 1,000 bars of 9 columns is about 150 kB of JSON.
+    bars_per_message: int = Field(default=1000, ge=1, le=5000)
+    health_port: int = 8080
+    metrics_port: int = 9100
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka settings every finpipe client shares (bootstrap and security)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            config["sasl.password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            )
+        return config
+
+    def pg_connect_kwargs(self, database: str | None = None) -> dict[str, Any]:
+        """psycopg2.connect keyword arguments; the password only when one is configured."""
+        kwargs: dict[str, Any] = {
+            "host": self.pg_host,
+            "port": self.pg_port,
+            "dbname": database or self.pg_database,
+            "user": self.pg_user,
+            "application_name": "finpipe",
+        }
+        if self.pg_password is not None:
+            kwargs["password"] = self.pg_password.get_secret_value()
+        return kwargs
+
+    def env_var_names(self) -> dict[str, str]:
+        """Field name -> env var name, for docs and for checking Kubernetes files."""
+        return {name: f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
