@@ -40,9 +40,14 @@ def validate_symbol(symbol: str) -> str:
     return symbol
 
 
-def make_task_id(symbol: str, start: dt.date, end: dt.date) -> str:
-    """Deterministic id of a fetch task, so a re-sent task is recognisable downstream."""
-    digest = hashlib.sha256(f"{symbol}|{start.isoformat()}|{end.isoformat()}".encode())
+def make_task_id(symbol: str, start: dt.date, end: dt.date, variant: str = "") -> str:
+    """Deterministic id of a fetch task, so a re-sent task is recognisable downstream.
+
+    :param variant: distinguishes a deliberate re-fetch of the same range (e.g. the run id of
+        a forced correction) from a re-send of the original task.
+    """
+    key = f"{symbol}|{start.isoformat()}|{end.isoformat()}|{variant}"
+    digest = hashlib.sha256(key.encode())
     return f"{symbol}:{start.isoformat()}:{end.isoformat()}:{digest.hexdigest()[:12]}"
 
 
