@@ -82,12 +82,18 @@ class FetchTask(_Message, frozen=True, kw_only=True):
 class BarBatch(_Message, frozen=True, kw_only=True):
     """Bars for one task chunk on ``Stock_data_topic``, columnar; or a no_data/failed result.
 
-    Prices are as the source gives them (yfinance: split-adjusted OHLC, raw dividends, split
-    ratios with 0 meaning no split). ``chunk`` counts from 0 to ``chunks - 1`` within a task.
+    OHLC and volume are *raw*: as traded, not adjusted for splits, so a stored row never
+    changes basis. ``splits`` holds the split ratio on its ex-date (4.0 for 4:1; 0 means no
+    split), and the processor derives split-adjusted prices from raw bars and every split it
+    knows. Sources that hand out split-adjusted prices (yfinance) un-adjust them first.
+    ``adj_close`` is the source's split-and-dividend adjusted close, stored for reference.
+    ``start``/``end`` are the task's range; ``chunk`` counts 0 .. ``chunks - 1`` within it.
     """
 
     task_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     symbol: Symbol
+    start: dt.date
+    end: dt.date
     status: BarsStatus
     source: Annotated[str, msgspec.Meta(max_length=50)]
     chunk: Annotated[int, msgspec.Meta(ge=0)] = 0
@@ -119,11 +125,14 @@ class BarBatch(_Message, frozen=True, kw_only=True):
             raise ValueError(f"status {self.status!r} needs a reason")
         if any(b <= a for a, b in zip(self.dates, self.dates[1:], strict=False)):
             raise ValueError("dates must be strictly increasing")
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if n and not (self.start <= self.dates[0] and self.dates[-1] <= self.end):
+            raise ValueError(f"dates fall outside the task range {self.start}..{self.end}")
+        # Only low <= high: real feeds break low <= open/close <= high by a tick now and then.
         for i in range(n):
-            if not self.low[i] <= min(self.open[i], self.close[i]) or not (
-                max(self.open[i], self.close[i]) <= self.high[i]
-            ):
-                raise ValueError(f"bar {self.dates[i]} breaks low <= open, close <= high")
+            if self.low[i] > self.high[i]:
+                raise ValueError(f"bar {self.dates[i]}: low {self.low[i]} above high {self.high[i]}")
 
 
 _ENCODER: Final = msgspec.json.Encoder()

@@ -23,6 +23,8 @@ GOOD_BARS = {
     "schema_version": 1,
     "task_id": "AAPL:2024-01-02:2024-01-03:abc",
     "symbol": "AAPL",
+    "start": "2024-01-02",
+    "end": "2024-01-05",
     "status": "ok",
     "source": "sample",
     "dates": ["2024-01-02", "2024-01-03"],
@@ -116,7 +118,9 @@ class TestBarBatch:
             ({"status": "maybe"}, "$.status"),
             ({"schema_version": 0}, "schema_version"),
             ({"chunk": 3, "chunks": 2}, "chunk 3"),
-            ({"low": [11.5, 10.5]}, "low <= open"),
+            ({"low": [12.5, 10.5]}, "above high"),
+            ({"dates": ["2024-01-02", "2024-01-08"]}, "outside the task range"),
+            ({"start": "2024-01-06"}, "after end"),
             ({"symbol": "A B"}, "$.symbol"),
         ],
     )
@@ -141,6 +145,8 @@ class TestBarBatch:
         big = _with(
             GOOD_BARS,
             dates=[(start + dt.timedelta(days=i)).isoformat() for i in range(n)],
+            start=start.isoformat(),
+            end=(start + dt.timedelta(days=n)).isoformat(),
             **{k: [1.0] * n for k in ("open", "high", "low", "close", "adj_close", "volume")},
             dividends=[0.0] * n,
             splits=[0.0] * n,
@@ -151,8 +157,9 @@ class TestBarBatch:
     def test_nan_built_in_code_is_caught_on_decode(self) -> None:
         # Building a struct in code skips msgspec's field constraints, and a NaN passes the
         # ordering checks; msgspec writes NaN as null, which the consumer side rejects.
-        fields = {**msgspec.json.decode(_json(GOOD_BARS)), "close": [11.0, float("nan")],
-                  "dates": [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]}
+        fields = {**msgspec.json.decode(_json(GOOD_BARS)), "close": [11.0, float("nan")]}
+        fields["dates"] = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
+        fields["start"], fields["end"] = dt.date(2024, 1, 2), dt.date(2024, 1, 5)
         with pytest.raises(ContractError, match=r"\$\.close\[1\]"):
             decode_bars(encode(BarBatch(**fields)))
 

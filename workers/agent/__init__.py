@@ -1,0 +1,1 @@
+"""The agent: fetch tasks from Stock_topic, publish bars to Stock_data_topic."""

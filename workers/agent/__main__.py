@@ -1,0 +1,3 @@
+from workers.agent.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,269 @@
+"""The agent: consume fetch tasks, fetch bars, publish them, all in one Kafka transaction.
+
+consume-transform-produce: the bar messages, any dead letters and the consumed offsets of one
+poll batch are committed atomically (``send_offsets_to_transaction``), so a crash anywhere
+leaves either all of a batch's output or none of it, and the batch is fetched again.
+Processors read with ``isolation.level=read_committed`` and never see aborted output.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from workers import contracts
+from workers.contracts import BarBatch, FetchTask
+from workers.exceptions import ContractError, FatalError
+from workers.kafka import consumer_config, producer_config
+from workers.runtime import (
+    BARS,
+    BATCH_SECONDS,
+    ERRORS,
+    MESSAGES,
+    Health,
+    configure_logging,
+    install_stop_handlers,
+    start_metrics,
+)
+from workers.settings import Settings, get_settings
+from workers.sources import BarSource, NoDataError, RawBars, SourceError, SourceUnavailableError
+from workers.sources import make_source as default_source
+
+logger = logging.getLogger(__name__)
+WORKER = "agent"
+
+# Tasks per transaction: small enough that a slow source does not hold a transaction open
+# for long, large enough to amortise the commit.
+BATCH_SIZE = 20
+FETCH_ATTEMPTS = 5
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+# Well above the slowest fetch with backoff; the loop keeps polling while it waits anyway.
+MAX_POLL_INTERVAL_MS = 300_000
+TRANSACTION_TIMEOUT_MS = 120_000
+
+
+def full_jitter(attempt: int, base: float = BACKOFF_BASE_SECONDS,
+                cap: float = BACKOFF_CAP_SECONDS) -> float:
+    """AWS-style full jitter: uniform in [0, min(cap, base * 2**attempt))."""
+    return random.uniform(0.0, min(cap, base * 2**attempt))
+
+
+def chunk_messages(task: FetchTask, bars: RawBars, per_message: int) -> list[BarBatch]:
+    """The ``ok`` messages of a task: its bars in chunks of at most ``per_message``."""
+    starts = list(range(0, len(bars), per_message))
+    out = []
+    for i, lo in enumerate(starts):
+        part = bars.slice(lo, lo + per_message)
+        out.append(
+            BarBatch(
+                schema_version=contracts.SCHEMA_VERSION, task_id=task.task_id,
+                symbol=task.symbol, start=task.start, end=task.end, status="ok",
+                source=bars.source, chunk=i, chunks=len(starts), dates=part.dates,
+                open=part.open.tolist(), high=part.high.tolist(), low=part.low.tolist(),
+                close=part.close.tolist(), adj_close=part.adj_close.tolist(),
+                volume=part.volume.tolist(), dividends=part.dividends.tolist(),
+                splits=part.splits.tolist(),
+            )
+        )
+    return out
+
+
+def result_message(task: FetchTask, status: str, reason: str, source: str) -> BarBatch:
+    """A ``no_data`` or ``failed`` result: the task is answered, the reason recorded."""
+    return BarBatch(
+        schema_version=contracts.SCHEMA_VERSION, task_id=task.task_id, symbol=task.symbol,
+        start=task.start, end=task.end, status=status, source=source, reason=reason[:2000],
+    )
+
+
+class Agent:
+    """One agent process: a consumer in the agents' group and a transactional producer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: BarSource,
+        *,
+        sleep: Callable[[float], None] | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.health = health or Health()
+        self.stop = threading.Event()
+        self._sleep = sleep
+        self.consumer = Consumer(
+            consumer_config(settings, settings.agent_group,
+                            **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS})
+        )
+        # A unique transactional.id per process: with KIP-447 (group metadata in
+        # send_offsets_to_transaction) zombies are fenced by the group generation.
+        self.producer = Producer(
+            producer_config(
+                settings,
+                **{
+                    "transactional.id": f"{settings.agent_group}-{socket.gethostname()}-"
+                    f"{uuid.uuid4().hex[:8]}",
+                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                },
+            )
+        )
+        self.producer.init_transactions(30)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        """Poll until ``stop`` is set; then close the consumer and flush the producer."""
+        self.consumer.subscribe(
+            [self.settings.tasks_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            while not self.stop.is_set():
+                self.health.beat()
+                messages = self.consumer.consume(num_messages=BATCH_SIZE, timeout=1.0)
+                if messages:
+                    with BATCH_SECONDS.labels(WORKER).time():
+                        self._process_batch(messages)
+        finally:
+            self.consumer.close()
+            self.producer.flush(30)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.health.ready = True
+        logger.info("assigned partitions=%s", [p.partition for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Nothing to commit: offsets ride in each batch's transaction.
+        logger.info("revoked partitions=%s", [p.partition for p in partitions])
+
+    def _process_batch(self, messages: list[Message]) -> None:
+        self.producer.begin_transaction()
+        try:
+            offsets: dict[tuple[str, int], int] = {}
+            for msg in messages:
+                if msg.error() is not None:
+                    self._on_consume_error(msg.error())
+                    continue
+                self._handle(msg)
+                offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                self.consumer.consumer_group_metadata(),
+            )
+            self.producer.commit_transaction()
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            ERRORS.labels(WORKER, error.name()).inc()
+            if error.fatal():
+                raise FatalError(f"fatal Kafka error: {error}") from exc
+            logger.warning("transaction aborted error=%s; the batch will be fetched again", error)
+            self._abort_and_rewind()
+
+    def _on_consume_error(self, error: KafkaError) -> None:
+        ERRORS.labels(WORKER, error.name()).inc()
+        if error.fatal():
+            raise FatalError(f"fatal Kafka error: {error}")
+        logger.warning("consume error=%s", error)
+
+    def _abort_and_rewind(self) -> None:
+        """Abort the open transaction and go back to the last committed offsets."""
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise FatalError(f"fatal Kafka error on abort: {exc.args[0]}") from exc
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return
+        for tp in self.consumer.committed(assignment, timeout=30):
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+            else:  # nothing committed yet: start of the partition
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, -2))
+
+    # -- one task ---------------------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        try:
+            task = contracts.decode_task(msg.value() or b"", self.settings.max_message_bytes)
+        except ContractError as exc:
+            self._dead_letter(msg, exc)
+            return
+        for out in self._results(task):
+            payload = contracts.encode(out)
+            self.producer.produce(self.settings.data_topic, key=task.symbol.encode(), value=payload)
+            self.producer.poll(0)
+            BARS.labels(WORKER).inc(len(out.dates))
+        MESSAGES.labels(WORKER, "ok").inc()
+
+    def _results(self, task: FetchTask) -> list[BarBatch]:
+        for attempt in range(FETCH_ATTEMPTS):
+            try:
+                bars = self.source.fetch(task.symbol, task.start, task.end)
+            except NoDataError as exc:
+                return [result_message(task, "no_data", str(exc), self.source.name)]
+            except SourceError as exc:
+                ERRORS.labels(WORKER, type(exc).__name__).inc()
+                return [result_message(task, "failed", str(exc), self.source.name)]
+            except SourceUnavailableError as exc:
+                ERRORS.labels(WORKER, type(exc).__name__).inc()
+                delay = full_jitter(attempt)
+                logger.warning("symbol=%s attempt=%d source unavailable (%s); retry in %.1f s",
+                               task.symbol, attempt + 1, exc, delay)
+                self._wait_polling(delay)
+                continue
+            if len(bars) == 0:
+                reason = f"no bars for {task.symbol} between {task.start} and {task.end}"
+                return [result_message(task, "no_data", reason, self.source.name)]
+            return chunk_messages(task, bars, self.settings.bars_per_message)
+        reason = f"source unavailable after {FETCH_ATTEMPTS} attempts"
+        return [result_message(task, "failed", reason, self.source.name)]
+
+    def _wait_polling(self, seconds: float) -> None:
+        """Wait without leaving the group: pause the partitions and keep polling."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+            return
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not self.stop.is_set():
+                self.health.beat()
+                self.consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+        finally:
+            self.consumer.resume(self.consumer.assignment())
+
+    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+        logger.warning("dead letter %s[%d]@%d error=%s", msg.topic(), msg.partition(),
+                       msg.offset(), exc)
+        MESSAGES.labels(WORKER, "dead_letter").inc()
+        self.producer.produce(
+            self.settings.dlq_topic, key=msg.key(), value=msg.value(),
+            headers=contracts.dlq_headers(msg.topic(), msg.partition(), msg.offset(), exc),
+        )
+
+
+def main() -> int:
+    configure_logging()
+    settings = get_settings()
+    health = Health()
+    health.serve(settings.health_port)
+    start_metrics(settings.metrics_port)
+    agent = Agent(settings, default_source(settings), health=health)
+    stop = install_stop_handlers()
+    threading.Thread(target=lambda: (stop.wait(), agent.stop.set()), daemon=True).start()
+    logger.info("agent group=%s topic=%s source=%s", settings.agent_group,
+                settings.tasks_topic, agent.source.name)
+    try:
+        agent.run()
+    except FatalError:
+        logger.exception("fatal error; exiting")
+        return 1
+    return 0
