@@ -9,7 +9,6 @@ Processors read with ``isolation.level=read_committed`` and never see aborted ou
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import threading
 import time
@@ -29,6 +28,7 @@ from workers.runtime import (
     MESSAGES,
     Health,
     configure_logging,
+    full_jitter,
     install_stop_handlers,
     start_metrics,
 )
@@ -43,17 +43,9 @@ WORKER = "agent"
 # for long, large enough to amortise the commit.
 BATCH_SIZE = 20
 FETCH_ATTEMPTS = 5
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 60.0
 # Well above the slowest fetch with backoff; the loop keeps polling while it waits anyway.
 MAX_POLL_INTERVAL_MS = 300_000
 TRANSACTION_TIMEOUT_MS = 120_000
-
-
-def full_jitter(attempt: int, base: float = BACKOFF_BASE_SECONDS,
-                cap: float = BACKOFF_CAP_SECONDS) -> float:
-    """AWS-style full jitter: uniform in [0, min(cap, base * 2**attempt))."""
-    return random.uniform(0.0, min(cap, base * 2**attempt))
 
 
 def chunk_messages(task: FetchTask, bars: RawBars, per_message: int) -> list[BarBatch]:

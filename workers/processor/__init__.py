@@ -1,0 +1,1 @@
+"""The processor: consume bars, compute indicators per symbol in order, store in PostgreSQL."""

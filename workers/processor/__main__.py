@@ -1,0 +1,3 @@
+from workers.processor.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""One poll batch of bar messages -> one PostgreSQL transaction. No Kafka in here.
+
+Per symbol, strictly in message order:
+
+- *append*: every new bar is later than the symbol's last stored date and carries no split:
+  continue the indicators from the stored state (``compute_incremental``);
+- *skip*: bars already stored with equal values are dropped first (re-sent tasks, overlaps);
+- *rewrite*: anything else (bars inside the stored history, revised values, a split) upserts
+  the raw bars and recomputes the symbol from all its stored prices, so the tables always
+  equal a fresh full computation.
+
+A message that cannot be processed is returned as a dead letter and its symbol is parked;
+later messages of a parked symbol wait in ``parked_bars`` until it is unparked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import psycopg2.extras
+from psycopg2.extensions import connection as Connection
+
+from workers import contracts
+from workers.contracts import BarBatch
+from workers.db.bulk import format_columns, upsert_copy
+from workers.exceptions import ContractError, PoisonMessageError
+from workers.indicators import (
+    INDICATOR_COLUMNS,
+    Bars,
+    InvalidBarsError,
+    compute_incremental,
+    split_adjust,
+)
+
+logger = logging.getLogger(__name__)
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume", "dividends", "splits")
+# What decides the indicators: a bar equal on these is "already stored".
+_COMPARED = ("open", "high", "low", "close", "volume", "splits")
+
+
+@dataclass(frozen=True)
+class InputMessage:
+    """What the batch needs of a consumed Kafka message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class DeadLetter:
+    message: InputMessage
+    error: Exception
+
+
+@dataclass
+class SymbolState:
+    last_date: dt.date | None = None
+    bars_seen: int = 0
+    state: dict[str, Any] | None = None
+    parked: bool = False
+
+
+@dataclass
+class BatchResult:
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    bars_stored: int = 0
+    parked: int = 0
+
+
+class BatchWriter:
+    """Applies one batch inside the caller's transaction (the caller commits)."""
+
+    def __init__(self, conn: Connection, group_id: str, max_message_bytes: int) -> None:
+        self.conn = conn
+        self.cur = conn.cursor()
+        self.group_id = group_id
+        self.max_message_bytes = max_message_bytes
+        self.symbols: dict[str, SymbolState] = {}
+        self._prices: list[str] = []
+        self._indicators: list[str] = []
+        self._dirty: set[str] = set()
+
+    # -- entry point ------------------------------------------------------------------------
+    def apply(self, messages: list[InputMessage]) -> BatchResult:
+        result = BatchResult()
+        self._load_symbols({m.key.decode("utf-8", "replace") for m in messages if m.key})
+        for msg in messages:
+            result.next_offsets[(msg.topic, msg.partition)] = msg.offset + 1
+            self._apply_one(msg, result)
+        self._flush()
+        self._save_states()
+        self._save_offsets(result.next_offsets)
+        return result
+
+    def _apply_one(self, msg: InputMessage, result: BatchResult) -> None:
+        try:
+            batch = contracts.decode_bars(msg.value, self.max_message_bytes)
+            if msg.key is not None and msg.key != batch.symbol.encode():
+                raise ContractError(f"key {msg.key!r} is not the symbol {batch.symbol!r}")
+        except ContractError as exc:
+            self._dead_letter(msg, exc, result, symbol=_symbol_from_key(msg.key))
+            return
+        state = self.symbols.setdefault(batch.symbol, SymbolState())
+        if state.parked:
+            self._hold(msg, batch.symbol)
+            result.parked += 1
+            return
+        if state.last_date is not None and batch.dates and (
+            batch.dates[0] <= state.last_date or any(x > 0 and x != 1 for x in batch.splits)
+        ):
+            # This message reads or rewrites stored history: write the buffered rows before the
+            # savepoint, so rolling it back cannot take other messages' rows with it.
+            self._flush()
+        # What to restore if this message fails: the symbol's state and the buffers' lengths.
+        before = (replace(state), len(self._prices), len(self._indicators),
+                  batch.symbol in self._dirty)
+        self.cur.execute("SAVEPOINT bar_message")
+        try:
+            result.bars_stored += self._apply_bars(batch, state)
+            self._record_task(batch)
+        except (PoisonMessageError, InvalidBarsError, psycopg2.DataError) as exc:
+            self.cur.execute("ROLLBACK TO SAVEPOINT bar_message")
+            saved, n_prices, n_indicators, dirty = before
+            self.symbols[batch.symbol] = saved
+            del self._prices[n_prices:], self._indicators[n_indicators:]
+            if not dirty:
+                self._dirty.discard(batch.symbol)
+            self._dead_letter(msg, exc, result, symbol=batch.symbol)
+            return
+        self.cur.execute("RELEASE SAVEPOINT bar_message")
+
+    # -- bars -------------------------------------------------------------------------------
+    def _apply_bars(self, batch: BarBatch, state: SymbolState) -> int:
+        if batch.status != "ok":
+            return 0
+        dates = batch.dates
+        raw = {c: np.asarray(getattr(batch, c), dtype=np.float64) for c in PRICE_COLUMNS}
+        Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])  # validates
+        has_split = bool(np.any((raw["splits"] > 0) & (raw["splits"] != 1.0)))
+
+        if state.last_date is not None and dates[0] <= state.last_date:
+            keep = self._unstored_positions(batch.symbol, dates, raw, state.last_date)
+            if keep is None:  # a stored bar differs, or a new bar lies inside the history
+                return self._rewrite(batch.symbol, dates, raw, state)
+            dates = [dates[i] for i in keep]
+            raw = {c: v[keep] for c, v in raw.items()}
+            has_split = bool(np.any((raw["splits"] > 0) & (raw["splits"] != 1.0)))
+            if not dates:
+                return 0
+        if has_split and state.last_date is not None:
+            return self._rewrite(batch.symbol, dates, raw, state)
+        return self._append(batch.symbol, dates, raw, state)
+
+    def _append(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
+                state: SymbolState) -> int:
+        splits = [(d, s) for d, s in zip(dates, raw["splits"], strict=True) if s > 0 and s != 1]
+        bars = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
+        if splits:  # only for a symbol's first bars: later splits take the rewrite path
+            bars = split_adjust(bars, dates, splits)
+        outputs, state.state = compute_incremental(bars, state.state)
+        state.last_date = dates[-1]
+        state.bars_seen += len(dates)
+        self._dirty.add(symbol)
+        self._prices.append(format_columns(symbol, dates, [raw[c] for c in PRICE_COLUMNS]))
+        self._indicators.append(
+            format_columns(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS])
+        )
+        return len(dates)
+
+    def _unstored_positions(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
+                            last_date: dt.date) -> list[int] | None:
+        """Positions of bars to append, or None when the history must be rewritten."""
+        self._flush()
+        self.cur.execute(
+            f"SELECT date, {', '.join(_COMPARED)} FROM prices "
+            "WHERE symbol = %s AND date = ANY(%s::date[])",
+            (symbol, [d for d in dates if d <= last_date]),
+        )
+        stored = {row[0]: row[1:] for row in self.cur.fetchall()}
+        keep = []
+        for i, day in enumerate(dates):
+            if day > last_date:
+                keep.append(i)
+                continue
+            old = stored.get(day)
+            if old is None or any(float(o) != float(raw[c][i]) for o, c in
+                                  zip(old, _COMPARED, strict=True)):
+                return None
+        return keep
+
+    def _rewrite(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
+                 state: SymbolState) -> int:
+        """Upsert the raw bars, then recompute the symbol from every stored price."""
+        self._flush()
+        cur = self.cur
+        upsert_copy(cur, "prices", ("symbol", "date", *PRICE_COLUMNS), ("symbol", "date"),
+                    format_columns(symbol, dates, [raw[c] for c in PRICE_COLUMNS]))
+        cur.execute(
+            "SELECT date, open, high, low, close, volume, splits FROM prices "
+            "WHERE symbol = %s ORDER BY date", (symbol,))
+        rows = cur.fetchall()
+        all_dates = [r[0] for r in rows]
+        cols = np.array([r[1:] for r in rows], dtype=np.float64).T
+        splits = [(d, s) for d, s in zip(all_dates, cols[5], strict=True) if s > 0 and s != 1]
+        bars = split_adjust(Bars(*cols[:5]), all_dates, splits)
+        outputs, state.state = compute_incremental(bars, None)
+        state.last_date, state.bars_seen = all_dates[-1], len(all_dates)
+        self._dirty.add(symbol)
+        cur.execute("DELETE FROM indicators WHERE symbol = %s", (symbol,))
+        self._indicators.append(
+            format_columns(symbol, all_dates, [outputs[c] for c in INDICATOR_COLUMNS])
+        )
+        self._flush()
+        logger.info("symbol=%s history rewritten bars=%d splits=%d", symbol, len(all_dates),
+                    len(splits))
+        return len(dates)
+
+    def _flush(self) -> None:
+        if self._prices:
+            upsert_copy(self.cur, "prices", ("symbol", "date", *PRICE_COLUMNS),
+                        ("symbol", "date"), "".join(self._prices))
+            self._prices = []
+        if self._indicators:
+            upsert_copy(self.cur, "indicators", ("symbol", "date", *INDICATOR_COLUMNS),
+                        ("symbol", "date"), "".join(self._indicators))
+            self._indicators = []
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _load_symbols(self, symbols: set[str]) -> None:
+        wanted = sorted(s for s in symbols if s not in self.symbols)
+        if not wanted:
+            return
+        self.cur.execute(
+            "SELECT s.symbol, i.last_date, i.bars_seen, i.state, st.status = 'parked' "
+            "FROM unnest(%s::text[]) AS s(symbol) "
+            "LEFT JOIN indicator_state i USING (symbol) "
+            "LEFT JOIN symbol_state st USING (symbol)",
+            (wanted,),
+        )
+        for symbol, last_date, bars_seen, state, parked in self.cur.fetchall():
+            self.symbols[symbol] = SymbolState(last_date, bars_seen or 0, state, bool(parked))
+
+    def _save_states(self) -> None:
+        rows = [(s, st.last_date, st.bars_seen, json.dumps(st.state))
+                for s, st in self.symbols.items() if s in self._dirty]
+        if rows:
+            psycopg2.extras.execute_values(
+                self.cur,
+                "INSERT INTO indicator_state (symbol, last_date, bars_seen, state) VALUES %s "
+                "ON CONFLICT (symbol) DO UPDATE SET last_date = EXCLUDED.last_date, "
+                "bars_seen = EXCLUDED.bars_seen, state = EXCLUDED.state, updated_at = now()",
+                rows,
+            )
+        self._dirty.clear()
+
+    def _ensure_symbol(self, symbol: str) -> None:
+        # A symbol outside the universe still gets a state row; it is not made active.
+        self.cur.execute(
+            "INSERT INTO symbols (symbol, active) VALUES (%s, false) ON CONFLICT DO NOTHING; "
+            "INSERT INTO symbol_state (symbol) VALUES (%s) ON CONFLICT DO NOTHING",
+            (symbol, symbol),
+        )
+
+    def _record_task(self, batch: BarBatch) -> None:
+        """Task status and the symbol's progress, from a chunk or a result message."""
+        last_chunk = batch.chunk == batch.chunks - 1
+        status = {"ok": "done" if last_chunk else "fetched"}.get(batch.status, batch.status)
+        self._ensure_symbol(batch.symbol)
+        self.cur.execute(
+            "INSERT INTO tasks (task_id, symbol, start_date, end_date, status, bars, error, "
+            "  completed_at) VALUES (%(id)s, %(symbol)s, %(start)s, %(end)s, %(status)s, "
+            "  %(bars)s, %(error)s, CASE WHEN %(final)s THEN now() END) "
+            "ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, "
+            "  bars = CASE WHEN %(first)s THEN EXCLUDED.bars ELSE tasks.bars + EXCLUDED.bars END,"
+            "  error = EXCLUDED.error, completed_at = EXCLUDED.completed_at, updated_at = now()",
+            {"id": batch.task_id, "symbol": batch.symbol, "start": batch.start, "end": batch.end,
+             "status": status, "bars": len(batch.dates), "error": batch.reason,
+             "final": last_chunk, "first": batch.chunk == 0},
+        )
+        if status in ("done", "no_data"):
+            self.cur.execute(
+                "UPDATE symbol_state SET last_processed_date = "
+                "  GREATEST(last_processed_date, %s), status = 'ok', error = NULL, "
+                "  updated_at = now() WHERE symbol = %s AND status <> 'parked'",
+                (batch.end, batch.symbol),
+            )
+        elif status == "failed":
+            self.cur.execute(
+                "UPDATE symbol_state SET status = 'failed', error = %s, updated_at = now() "
+                "WHERE symbol = %s AND status <> 'parked'",
+                (batch.reason, batch.symbol),
+            )
+
+    def _dead_letter(self, msg: InputMessage, exc: Exception, result: BatchResult,
+                     symbol: str | None) -> None:
+        logger.warning("dead letter %s[%d]@%d symbol=%s error=%s", msg.topic, msg.partition,
+                       msg.offset, symbol, exc)
+        result.dead_letters.append(DeadLetter(msg, exc))
+        if symbol is None:
+            return
+        self._ensure_symbol(symbol)
+        self.cur.execute(
+            "UPDATE symbol_state SET status = 'parked', error = %s, updated_at = now() "
+            "WHERE symbol = %s",
+            (f"{type(exc).__name__}: {exc}"[:2000], symbol),
+        )
+        self.symbols.setdefault(symbol, SymbolState()).parked = True
+
+    def _hold(self, msg: InputMessage, symbol: str) -> None:
+        self.cur.execute(
+            'INSERT INTO parked_bars (symbol, topic, partition, "offset", value) '
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (symbol, msg.topic, msg.partition, msg.offset, psycopg2.Binary(msg.value)),
+        )
+
+    def _save_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        if offsets:
+            psycopg2.extras.execute_values(
+                self.cur,
+                "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
+                "VALUES %s ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
+                "next_offset = EXCLUDED.next_offset, updated_at = now()",
+                [(self.group_id, t, p, o) for (t, p), o in offsets.items()],
+            )
+
+
+def _symbol_from_key(key: bytes | None) -> str | None:
+    """The key's symbol if it is a valid one (a garbage key parks nothing)."""
+    try:
+        return contracts.validate_symbol(key.decode()) if key else None
+    except (UnicodeDecodeError, ContractError):
+        return None
+
+
+def stored_offsets(conn: Connection, group_id: str, topic: str,
+                   partitions: list[int]) -> dict[int, int]:
+    """Next offsets recorded in PostgreSQL for ``partitions`` (absent: nothing processed)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT partition, next_offset FROM consumer_offsets "
+            "WHERE group_id = %s AND topic = %s AND partition = ANY(%s)",
+            (group_id, topic, partitions),
+        )
+        return dict(cur.fetchall())

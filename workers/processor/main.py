@@ -1,0 +1,200 @@
+"""The processor's Kafka loop: offsets live in PostgreSQL, next to the rows they produced.
+
+Per poll batch: one DB transaction (``BatchWriter``) writes prices, indicators, state, task
+status and ``consumer_offsets``; dead letters are flushed to the DLQ before that commit; after
+it, the offsets are also committed to Kafka so consumer lag (and KEDA) sees progress. On
+assignment the consumer starts from the offsets stored in PostgreSQL, so a crash between the
+DB commit and the Kafka commit never processes a message twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+import psycopg2
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from workers import contracts
+from workers.db import connect
+from workers.exceptions import FatalError
+from workers.kafka import consumer_config, producer_config
+from workers.processor.batch import BatchWriter, InputMessage, stored_offsets
+from workers.runtime import (
+    BARS,
+    BATCH_SECONDS,
+    ERRORS,
+    MESSAGES,
+    Health,
+    configure_logging,
+    full_jitter,
+    install_stop_handlers,
+    start_metrics,
+)
+from workers.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+WORKER = "processor"
+
+# Messages per DB transaction: bigger batches amortise the COPY and commit.
+BATCH_SIZE = 500
+DB_RETRY_ATTEMPTS = 10
+
+
+class Processor:
+    """One processor process: a consumer in the processors' group writing to PostgreSQL."""
+
+    def __init__(self, settings: Settings, health: Health | None = None) -> None:
+        self.settings = settings
+        self.group = settings.processor_group
+        self.health = health or Health()
+        self.stop = threading.Event()
+        self.conn = self._connect()
+        self.consumer = Consumer(consumer_config(settings, self.group))
+        self.dlq = Producer(producer_config(settings))
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        conn = connect(self.settings, application_name="finpipe-processor")
+        conn.autocommit = False
+        return conn
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.consumer.subscribe(
+            [self.settings.data_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            while not self.stop.is_set():
+                self.health.beat()
+                messages = self.consumer.consume(num_messages=BATCH_SIZE, timeout=1.0)
+                good = [m for m in messages if not self._is_error(m)]
+                if good:
+                    with BATCH_SECONDS.labels(WORKER).time():
+                        self._process_with_retry(good)
+        finally:
+            self.consumer.close()
+            self.dlq.flush(30)
+            self.conn.close()
+
+    def _is_error(self, msg: Message) -> bool:
+        error = msg.error()
+        if error is None:
+            return False
+        ERRORS.labels(WORKER, error.name()).inc()
+        if error.fatal():
+            raise FatalError(f"fatal Kafka error: {error}")
+        if error.code() != KafkaError._PARTITION_EOF:
+            logger.warning("consume error=%s", error)
+        return True
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start every newly assigned partition at the offset PostgreSQL recorded."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in partitions:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        stored: dict[tuple[str, int], int] = {}
+        for topic, parts in by_topic.items():
+            for p, offset in stored_offsets(self.conn, self.group, topic, parts).items():
+                stored[(topic, p)] = offset
+        self.conn.rollback()  # end the read-only transaction
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.incremental_assign(partitions)
+        self.health.ready = True
+        logger.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every batch is committed before the next poll, so nothing is in flight here.
+        logger.info("revoked partitions=%s", [tp.partition for tp in partitions])
+
+    # -- one batch ----------------------------------------------------------------------------
+    def _process_with_retry(self, messages: list[Message]) -> None:
+        batch = [InputMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"")
+                 for m in messages]
+        for attempt in range(DB_RETRY_ATTEMPTS):
+            try:
+                self._process(batch)
+                return
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                ERRORS.labels(WORKER, type(exc).__name__).inc()
+                delay = full_jitter(attempt, base=0.5, cap=15.0)
+                logger.warning("database unavailable (%s); retry %d in %.1f s",
+                               str(exc).strip(), attempt + 1, delay)
+                self._wait_polling(delay)
+                self._reconnect()
+        raise FatalError(f"database unavailable after {DB_RETRY_ATTEMPTS} attempts")
+
+    def _process(self, batch: list[InputMessage]) -> None:
+        writer = BatchWriter(self.conn, self.group, self.settings.max_message_bytes)
+        try:
+            result = writer.apply(batch)
+            for dead in result.dead_letters:
+                m = dead.message
+                self.dlq.produce(
+                    self.settings.dlq_topic, key=m.key, value=m.value,
+                    headers=contracts.dlq_headers(m.topic, m.partition, m.offset, dead.error),
+                )
+            # The dead letters are on the broker before their offsets can be committed.
+            if result.dead_letters and self.dlq.flush(30) > 0:
+                raise psycopg2.OperationalError("dead-letter topic unreachable")
+            self.conn.commit()
+        except BaseException:
+            if not self.conn.closed:
+                self.conn.rollback()
+            raise
+        MESSAGES.labels(WORKER, "ok").inc(len(batch) - len(result.dead_letters))
+        MESSAGES.labels(WORKER, "dead_letter").inc(len(result.dead_letters))
+        BARS.labels(WORKER).inc(result.bars_stored)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in result.next_offsets.items()]
+        try:  # for lag and KEDA only: PostgreSQL holds the offsets that count
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            logger.warning("kafka offset commit failed (%s); PostgreSQL has them", exc)
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(psycopg2.Error):
+            self.conn.close()
+        try:
+            self.conn = self._connect()
+        except psycopg2.OperationalError as exc:
+            logger.warning("reconnect failed: %s", str(exc).strip())
+
+    def _wait_polling(self, seconds: float) -> None:
+        """Wait without leaving the group: pause the partitions and keep polling."""
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not self.stop.is_set():
+                self.health.beat()
+                self.consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+        finally:
+            self.consumer.resume(self.consumer.assignment())
+
+
+def main() -> int:
+    configure_logging()
+    settings = get_settings()
+    health = Health()
+    health.serve(settings.health_port)
+    start_metrics(settings.metrics_port)
+    stop = install_stop_handlers()
+    processor = Processor(settings, health=health)
+    threading.Thread(target=lambda: (stop.wait(), processor.stop.set()), daemon=True).start()
+    logger.info("processor group=%s topic=%s", settings.processor_group, settings.data_topic)
+    try:
+        processor.run()
+    except FatalError:
+        logger.exception("fatal error; exiting")
+        return 1
+    return 0
