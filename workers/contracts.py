@@ -132,7 +132,9 @@ class BarBatch(_Message, frozen=True, kw_only=True):
         # Only low <= high: real feeds break low <= open/close <= high by a tick now and then.
         for i in range(n):
             if self.low[i] > self.high[i]:
-                raise ValueError(f"bar {self.dates[i]}: low {self.low[i]} above high {self.high[i]}")
+                raise ValueError(
+                    f"bar {self.dates[i]}: low {self.low[i]} above high {self.high[i]}"
+                )
 
 
 _ENCODER: Final = msgspec.json.Encoder()

@@ -103,6 +103,18 @@ class Settings(BaseSettings):
         """Field name -> env var name, for docs and for checking Kubernetes files."""
         return {name: f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields}
 
+    # --- Manager (Dagster) ---
+    # Symbols the manager requests: "default" (workers/data/universe.csv), "sample" (the
+    # offline bokeh sample set) or the path of a CSV file with columns symbol,name.
+    universe: str = "default"
+    # First daily partition of stock_tasks (ISO date); the sample data starts in 2000.
+    partitions_start: str = "2000-01-03"
+    # Most sessions in one fetch task (about a trading year), so one bad chunk stays small.
+    max_sessions_per_task: int = Field(default=252, ge=1, le=5000)
+    # A task pending or published for longer than this is published again (stuck-task
+    # sensor); long enough for a large backfill to drain through the agents first.
+    task_timeout_seconds: int = Field(default=7200, ge=10)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

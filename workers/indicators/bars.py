@@ -67,7 +67,7 @@ class Bars:
         field, index = _kernels.first_invalid(*arrays)
         if field >= 0:
             name = FIELDS[field]
-            value = arrays[field][index]
+            value = float(arrays[field][index])
             rule = "finite and >= 0" if name == "volume" else "finite and > 0"
             raise InvalidBarsError(f"{name}[{index}] = {value!r}: {name} must be {rule}")
 
@@ -79,7 +79,10 @@ class Bars:
         if not isinstance(index, slice):
             raise TypeError("Bars can only be sliced (bars[a:b]); index the arrays for one value")
         return Bars(
-            self.open[index], self.high[index], self.low[index], self.close[index],
+            self.open[index],
+            self.high[index],
+            self.low[index],
+            self.close[index],
             self.volume[index],
         )
 

@@ -12,6 +12,7 @@ over the whole history: the same NaN positions and the same values (1e-9).
 State layout (version ``STATE_VERSION``), plain JSON (no NaN/inf, bounded size)::
 
     {"version": 1,
+     "spec": "3f9a...",                 # fingerprint of the registry the state belongs to
      "bars": 1234,                      # bars consumed so far (global index of the next bar)
      "indicators": {"rsi_14": [prev_close, gain, loss],
                     "macd": [fast_ema, slow_ema, signal_ema],
@@ -25,11 +26,13 @@ another process gives the same numbers.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Any
 
 import numpy as np
 
+from workers.indicators import _kernels
 from workers.indicators.bars import Bars
 from workers.indicators.registry import INDICATORS
 
@@ -43,24 +46,34 @@ LOOKBACK: dict[str, int] = {c: ind.lookback for ind in INDICATORS for c in ind.c
 lookback for the default parameters; TA-Lib's unstable-period settings must stay at 0)."""
 
 _KEYS: tuple[str, ...] = tuple(ind.key for ind in INDICATORS)
+_SPEC: str = hashlib.sha256(
+    repr(
+        [(i.key, i.kernel.__name__, tuple(map(float, i.params)), i.state_size) for i in INDICATORS]
+    ).encode()
+).hexdigest()[:16]
 _SIZES: dict[str, int] = {ind.key: ind.state_size for ind in INDICATORS}
 
 
-def _build_plan() -> tuple[tuple[Any, np.ndarray, slice, slice], ...]:
-    plan = []
-    s0 = 0
-    r0 = 0
-    for ind in INDICATORS:
-        plan.append((ind.kernel, ind.kernel_params, slice(s0, s0 + ind.state_size),
-                     slice(r0, r0 + len(ind.columns))))
-        s0 += ind.state_size
-        r0 += len(ind.columns)
-    return tuple(plan)
+def _build_plan() -> tuple[np.ndarray, ...]:
+    """Registry -> arrays for ``_kernels.run_plan`` (kernel ids, params, state/row offsets)."""
+    k = len(INDICATORS)
+    kinds = np.empty(k, dtype=np.int64)
+    params = np.zeros((k, _kernels.MAX_PARAMS), dtype=np.float64)
+    s0, s1, r0, r1 = (np.empty(k, dtype=np.int64) for _ in range(4))
+    s = r = 0
+    for j, ind in enumerate(INDICATORS):
+        kinds[j] = _kernels.KERNELS.index(ind.kernel)
+        params[j, : len(ind.params)] = ind.params
+        s0[j], s1[j] = s, s + ind.state_size
+        r0[j], r1[j] = r, r + len(ind.columns)
+        s += ind.state_size
+        r += len(ind.columns)
+    return kinds, params, s0, s1, r0, r1
 
 
 _PLAN = _build_plan()
 _STATE_SLICES: tuple[tuple[str, int, int], ...] = tuple(
-    (ind.key, p[2].start, p[2].stop) for ind, p in zip(INDICATORS, _PLAN, strict=True)
+    (ind.key, int(a), int(b)) for ind, a, b in zip(INDICATORS, _PLAN[2], _PLAN[3], strict=True)
 )
 
 
@@ -76,6 +89,7 @@ def initial_state() -> dict[str, Any]:
     """The state at the start of a history (what ``state=None`` means)."""
     return {
         "version": STATE_VERSION,
+        "spec": _SPEC,
         "bars": 0,
         "indicators": {key: [0.0] * size for key, size in _SIZES.items()},
     }
@@ -102,6 +116,11 @@ def _unpack(state: dict[str, Any]) -> tuple[int, np.ndarray]:
         raise InvalidStateError(
             f"indicator state version {version!r} is not {STATE_VERSION}; recompute from history"
         )
+    if state.get("spec") != _SPEC:
+        raise InvalidStateError(
+            "indicator state was saved by another indicator set (registry fingerprint "
+            f"{state.get('spec')!r}, now {_SPEC!r}); recompute from history"
+        )
     n0 = state.get("bars")
     inds = state.get("indicators")
     if type(n0) is not int or n0 < 0 or not isinstance(inds, dict):
@@ -109,14 +128,12 @@ def _unpack(state: dict[str, Any]) -> tuple[int, np.ndarray]:
     try:
         parts = [inds[key] for key in _KEYS]
     except KeyError as exc:
-        raise InvalidStateError(
-            f"indicator state has no entry for {exc.args[0]!r} (indicator added since it was "
-            "saved?); recompute from history"
-        ) from None
+        raise InvalidStateError(f"indicator state has no entry for {exc.args[0]!r}") from None
     for key, part in zip(_KEYS, parts, strict=True):
         if not isinstance(part, list) or len(part) != _SIZES[key]:
-            raise InvalidStateError(f"indicator state for {key!r} is not a list of "
-                                    f"{_SIZES[key]} numbers")
+            raise InvalidStateError(
+                f"indicator state for {key!r} is not a list of {_SIZES[key]} numbers"
+            )
     try:
         flat = np.array(list(itertools.chain.from_iterable(parts)), dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -142,12 +159,13 @@ def compute_incremental(
     if m == 0:
         return _empty_outputs(), state
     out = np.empty((len(INDICATOR_COLUMNS), m), dtype=np.float64)
-    o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
-    for kernel, params, s, r in _PLAN:
-        kernel(o, h, lo, c, v, n0, params, flat[s], out[r])
+    _kernels.run_plan(
+        bars.open, bars.high, bars.low, bars.close, bars.volume, n0, *_PLAN, flat, out
+    )
     values = flat.tolist()
     new_state = {
         "version": STATE_VERSION,
+        "spec": _SPEC,
         "bars": n0 + m,
         "indicators": {key: values[a:b] for key, a, b in _STATE_SLICES},
     }

@@ -1,16 +1,18 @@
 """The indicator registry: one entry per TA-Lib call, with its incremental twin.
 
-Adding an indicator is one ``Indicator(...)`` entry in ``INDICATORS`` plus a kernel in
-``_kernels`` (same signature as the others) whose state is a fixed-size float vector. Its
-columns must also exist in the database schema. States saved before the addition lack the new
-key, so ``compute_incremental`` rejects them and the caller recomputes that symbol from its
-stored history (see ``InvalidStateError``).
+Adding an indicator is one ``Indicator(...)`` entry in ``INDICATORS``. Another instance of an
+existing kernel (say ``_sma(100)``) needs nothing else; a new calculation also needs its kernel
+in ``_kernels`` (same signature as the others, state a fixed-size float vector, listed in
+``KERNELS`` and dispatched in ``run_plan``). Its columns must also exist in the database
+schema. States saved before the change carry another registry fingerprint, so
+``compute_incremental`` rejects them and the caller recomputes that symbol from its stored
+history (see ``InvalidStateError``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
@@ -40,10 +42,12 @@ class Indicator:
     kernel: Callable[..., None]
     params: tuple[float, ...]
     state_size: int
-    kernel_params: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kernel_params", np.asarray(self.params, dtype=np.float64))
+        if self.kernel not in _kernels.KERNELS:
+            raise ValueError(f"{self.key}: kernel must be listed in _kernels.KERNELS")
+        if len(self.params) > _kernels.MAX_PARAMS:
+            raise ValueError(f"{self.key}: at most {_kernels.MAX_PARAMS} kernel params")
         object.__setattr__(self, "talib_params", MappingProxyType(dict(self.talib_params)))
 
     @property
@@ -59,8 +63,14 @@ def _rsi(period: int) -> Indicator:
         return (talib.RSI(b.close, timeperiod=period),)
 
     return Indicator(
-        f"rsi_{period}", (f"rsi_{period}",), "RSI", {"timeperiod": period},
-        batch, _kernels.rsi_kernel, (period,), 3,
+        f"rsi_{period}",
+        (f"rsi_{period}",),
+        "RSI",
+        {"timeperiod": period},
+        batch,
+        _kernels.rsi_kernel,
+        (period,),
+        3,
     )
 
 
@@ -69,14 +79,17 @@ def _macd(fast: int, slow: int, signal: int) -> Indicator:
         raise ValueError("MACD kernel assumes 1 < fast < slow and signal >= 2")
 
     def batch(b: Bars) -> tuple[np.ndarray, ...]:
-        return tuple(
-            talib.MACD(b.close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
-        )
+        return tuple(talib.MACD(b.close, fastperiod=fast, slowperiod=slow, signalperiod=signal))
 
     return Indicator(
-        "macd", ("macd", "macd_signal", "macd_hist"), "MACD",
+        "macd",
+        ("macd", "macd_signal", "macd_hist"),
+        "MACD",
         {"fastperiod": fast, "slowperiod": slow, "signalperiod": signal},
-        batch, _kernels.macd_kernel, (fast, slow, signal), 3,
+        batch,
+        _kernels.macd_kernel,
+        (fast, slow, signal),
+        3,
     )
 
 
@@ -88,8 +101,14 @@ def _sma(period: int) -> Indicator:
         return (talib.SMA(b.close, timeperiod=period),)
 
     return Indicator(
-        f"sma_{period}", (f"sma_{period}",), "SMA", {"timeperiod": period},
-        batch, _kernels.sma_kernel, (period,), 1 + (period - 1),
+        f"sma_{period}",
+        (f"sma_{period}",),
+        "SMA",
+        {"timeperiod": period},
+        batch,
+        _kernels.sma_kernel,
+        (period,),
+        1 + (period - 1),
     )
 
 
@@ -101,8 +120,14 @@ def _ema(period: int) -> Indicator:
         return (talib.EMA(b.close, timeperiod=period),)
 
     return Indicator(
-        f"ema_{period}", (f"ema_{period}",), "EMA", {"timeperiod": period},
-        batch, _kernels.ema_kernel, (period,), 1,
+        f"ema_{period}",
+        (f"ema_{period}",),
+        "EMA",
+        {"timeperiod": period},
+        batch,
+        _kernels.ema_kernel,
+        (period,),
+        1,
     )
 
 
@@ -112,15 +137,25 @@ def _bbands(period: int, dev_up: float, dev_dn: float) -> Indicator:
 
     def batch(b: Bars) -> tuple[np.ndarray, ...]:
         return tuple(
-            talib.BBANDS(b.close, timeperiod=period, nbdevup=dev_up, nbdevdn=dev_dn,
-                         matype=talib.MA_Type.SMA)
+            talib.BBANDS(
+                b.close, timeperiod=period, nbdevup=dev_up, nbdevdn=dev_dn, matype=talib.MA_Type.SMA
+            )
         )
 
     return Indicator(
-        f"bbands_{period}", ("bb_upper", "bb_middle", "bb_lower"), "BBANDS",
-        {"timeperiod": period, "nbdevup": dev_up, "nbdevdn": dev_dn,
-         "matype": int(talib.MA_Type.SMA)},
-        batch, _kernels.bbands_kernel, (period, dev_up, dev_dn), 5 + (period - 1),
+        f"bbands_{period}",
+        ("bb_upper", "bb_middle", "bb_lower"),
+        "BBANDS",
+        {
+            "timeperiod": period,
+            "nbdevup": dev_up,
+            "nbdevdn": dev_dn,
+            "matype": int(talib.MA_Type.SMA),
+        },
+        batch,
+        _kernels.bbands_kernel,
+        (period, dev_up, dev_dn),
+        5 + (period - 1),
     )
 
 
@@ -132,8 +167,14 @@ def _atr(period: int) -> Indicator:
         return (talib.ATR(b.high, b.low, b.close, timeperiod=period),)
 
     return Indicator(
-        f"atr_{period}", (f"atr_{period}",), "ATR", {"timeperiod": period},
-        batch, _kernels.atr_kernel, (period,), 2,
+        f"atr_{period}",
+        (f"atr_{period}",),
+        "ATR",
+        {"timeperiod": period},
+        batch,
+        _kernels.atr_kernel,
+        (period,),
+        2,
     )
 
 
@@ -150,16 +191,32 @@ def _stoch(fastk: int, slowk: int, slowd: int) -> Indicator:
 
     def batch(b: Bars) -> tuple[np.ndarray, ...]:
         return tuple(
-            talib.STOCH(b.high, b.low, b.close, fastk_period=fastk, slowk_period=slowk,
-                        slowk_matype=talib.MA_Type.SMA, slowd_period=slowd,
-                        slowd_matype=talib.MA_Type.SMA)
+            talib.STOCH(
+                b.high,
+                b.low,
+                b.close,
+                fastk_period=fastk,
+                slowk_period=slowk,
+                slowk_matype=talib.MA_Type.SMA,
+                slowd_period=slowd,
+                slowd_matype=talib.MA_Type.SMA,
+            )
         )
 
     return Indicator(
-        "stoch", ("stoch_k", "stoch_d"), "STOCH",
-        {"fastk_period": fastk, "slowk_period": slowk, "slowk_matype": int(talib.MA_Type.SMA),
-         "slowd_period": slowd, "slowd_matype": int(talib.MA_Type.SMA)},
-        batch, _kernels.stoch_kernel, (fastk, slowk, slowd),
+        "stoch",
+        ("stoch_k", "stoch_d"),
+        "STOCH",
+        {
+            "fastk_period": fastk,
+            "slowk_period": slowk,
+            "slowk_matype": int(talib.MA_Type.SMA),
+            "slowd_period": slowd,
+            "slowd_matype": int(talib.MA_Type.SMA),
+        },
+        batch,
+        _kernels.stoch_kernel,
+        (fastk, slowk, slowd),
         2 + 2 * (fastk - 1) + (slowk - 1) + (slowd - 1),
     )
 
@@ -172,8 +229,14 @@ def _adx(period: int) -> Indicator:
         return (talib.ADX(b.high, b.low, b.close, timeperiod=period),)
 
     return Indicator(
-        f"adx_{period}", (f"adx_{period}",), "ADX", {"timeperiod": period},
-        batch, _kernels.adx_kernel, (period,), 7,
+        f"adx_{period}",
+        (f"adx_{period}",),
+        "ADX",
+        {"timeperiod": period},
+        batch,
+        _kernels.adx_kernel,
+        (period,),
+        7,
     )
 
 

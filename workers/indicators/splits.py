@@ -52,8 +52,10 @@ def split_factors(
         raise InvalidBarsError(f"dates: expected a 1-D sequence, got shape {days.shape}")
     if days.size > 1 and (np.diff(days) < np.timedelta64(0, "D")).any():
         bad = int(np.argmax(np.diff(days) < np.timedelta64(0, "D"))) + 1
-        raise InvalidBarsError(f"dates[{bad}] = {days[bad]} is before the previous date; "
-                               "bars must be in ascending date order")
+        raise InvalidBarsError(
+            f"dates[{bad}] = {days[bad]} is before the previous date; "
+            "bars must be in ascending date order"
+        )
     factors = np.ones(days.shape[0], dtype=np.float64)
     for when, ratio in splits:
         r = float(ratio)
