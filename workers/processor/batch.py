@@ -279,7 +279,7 @@ class BatchWriter:
         self.cur.execute(
             "INSERT INTO tasks (task_id, symbol, start_date, end_date, status, bars, error, "
             "  completed_at) VALUES (%(id)s, %(symbol)s, %(start)s, %(end)s, %(status)s, "
-            "  %(bars)s, %(error)s, CASE WHEN %(final)s THEN now() END) "
+            "  %(bars)s, %(error)s, CASE WHEN %(final)s THEN clock_timestamp() END) "
             "ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, "
             "  bars = CASE WHEN %(first)s THEN EXCLUDED.bars ELSE tasks.bars + EXCLUDED.bars END,"
             "  error = EXCLUDED.error, completed_at = EXCLUDED.completed_at, updated_at = now()",
