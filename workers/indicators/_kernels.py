@@ -4,8 +4,9 @@ Why loops and not numpy expressions: the incremental path processes small chunks
 daily bars is ~21 bars), where the fixed cost of each numpy call (~1 µs) dominates, and every
 indicator here is a recursion (EMA, Wilder smoothing) or a running sum that TA-Lib evaluates bar
 by bar. A compiled loop that performs TA-Lib's arithmetic in TA-Lib's order gives the same
-float64 results as one TA-Lib call over the whole history (bit-for-bit on x86-64 in practice;
-the tests allow 1e-9), whatever the chunking, at a few tens of nanoseconds per bar.
+float64 results as one TA-Lib call over the whole history, whatever the chunking (bit-for-bit
+against the pinned wheel in every test so far; the contract and the tests allow 1e-9), at a few
+tens of nanoseconds per bar. ``run_plan`` drives all of them in one compiled call.
 
 Every kernel has the same signature so the engine can drive them uniformly::
 
@@ -20,13 +21,14 @@ Every kernel has the same signature so the engine can drive them uniformly::
 Rolling windows are ring buffers indexed by ``global index % window``, so they hold at most the
 window and need no stored position.
 
-The reference is the TA-Lib C library inside the pinned ``ta-lib`` wheel (C 0.8.x), whose
-arithmetic differs from the classic 0.4 sources in places that matter for bit-exactness and for
-flat prices: EMA-type updates use a fused multiply-add, RSI multiplies by 1/n, ATR is
-``fma((n-1)/n, atr, tr * (1 - (n-1)/n))``, Bollinger variance uses shifted sums that are
-re-centred on the window mean when cancellation threatens, zero tests are ``> 0`` or 1e-14
-(relative for STOCH) instead of 1e-8. Each kernel documents the recurrence it reproduces; the
-tests compare against ``talib`` directly, so a TA-Lib upgrade that changes them shows up there.
+The reference is the TA-Lib C library inside the pinned ``ta-lib`` wheel (C 0.8.1), whose
+arithmetic (matched against the compiled library, not the classic sources) differs from TA-Lib
+0.4 in places that matter for bit-exactness and for flat prices: EMA-type updates use a fused
+multiply-add, RSI multiplies by 1/n, ATR is ``fma((n-1)/n, atr, tr * (1 - (n-1)/n))``,
+the Bollinger variance uses shifted sums that are re-centred on the window mean when
+cancellation threatens, and zero tests are ``> 0`` or 1e-14 (relative for STOCH) instead of
+1e-8. Each kernel documents the recurrence it reproduces; the tests compare against ``talib``
+directly, so a TA-Lib upgrade that changes them shows up there.
 
 Without numba (or with ``NUMBA_DISABLE_JIT=1``) the same functions run as plain Python: same
 numbers, ~100x slower.

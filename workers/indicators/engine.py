@@ -20,8 +20,9 @@ State layout (version ``STATE_VERSION``), plain JSON (no NaN/inf, bounded size):
                     ...}}
 
 What each vector holds is documented on its kernel in ``_kernels``. Floats survive
-``json.dumps``/``json.loads`` exactly (shortest repr round-trips), which is why resuming in
-another process gives the same numbers.
+``json.dumps``/``json.loads`` exactly (shortest repr round-trips), and PostgreSQL ``jsonb``
+keeps numbers as exact decimals, which is why resuming in another process gives the same
+numbers. A state never holds NaN/inf (inputs are validated), which ``jsonb`` would reject.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ def compute_incremental(
     ``state=None`` means the start of a history. The input state is not modified. The returned
     arrays are rows of one 2-D array (one allocation per call). Empty ``bars`` return empty
     outputs and the state unchanged (``initial_state()`` for ``None``).
+
+    The engine has no dates: the caller must feed each bar exactly once and in order (e.g. drop
+    re-delivered bars dated on or before the symbol's last processed date), and recompute from
+    history on ``InvalidStateError`` or when a split rescales the stored prices.
     """
     if state is None:
         state = initial_state()

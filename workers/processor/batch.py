@@ -34,12 +34,14 @@ from workers.indicators import (
     Bars,
     InvalidBarsError,
     compute_incremental,
+    initial_state,
     split_adjust,
 )
 
 logger = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume", "dividends", "splits")
+_CURRENT = initial_state()
 # What decides the indicators: a bar equal on these is "already stored".
 _COMPARED = ("open", "high", "low", "close", "volume", "splits")
 
@@ -68,6 +70,14 @@ class SymbolState:
     state: dict[str, Any] | None = None
     parked: bool = False
 
+    @property
+    def stale(self) -> bool:
+        """Saved by another indicator set (or version): only a full recompute can continue."""
+        return self.state is not None and (
+            self.state.get("spec") != _CURRENT["spec"]
+            or self.state.get("version") != _CURRENT["version"]
+        )
+
 
 @dataclass
 class BatchResult:
@@ -80,10 +90,12 @@ class BatchResult:
 class BatchWriter:
     """Applies one batch inside the caller's transaction (the caller commits)."""
 
-    def __init__(self, conn: Connection, group_id: str, max_message_bytes: int) -> None:
+    def __init__(self, conn: Connection, group_id: str, max_message_bytes: int,
+                 record_offsets: bool = True) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         self.group_id = group_id
+        self.record_offsets = record_offsets  # False when replaying held messages
         self.max_message_bytes = max_message_bytes
         self.symbols: dict[str, SymbolState] = {}
         self._prices: list[str] = []
@@ -99,7 +111,8 @@ class BatchWriter:
             self._apply_one(msg, result)
         self._flush()
         self._save_states()
-        self._save_offsets(result.next_offsets)
+        if self.record_offsets:
+            self._save_offsets(result.next_offsets)
         return result
 
     def _apply_one(self, msg: InputMessage, result: BatchResult) -> None:
@@ -116,7 +129,9 @@ class BatchWriter:
             result.parked += 1
             return
         if state.last_date is not None and batch.dates and (
-            batch.dates[0] <= state.last_date or any(x > 0 and x != 1 for x in batch.splits)
+            batch.dates[0] <= state.last_date
+            or state.stale
+            or any(x > 0 and x != 1 for x in batch.splits)
         ):
             # This message reads or rewrites stored history: write the buffered rows before the
             # savepoint, so rolling it back cannot take other messages' rows with it.
@@ -157,7 +172,7 @@ class BatchWriter:
             has_split = bool(np.any((raw["splits"] > 0) & (raw["splits"] != 1.0)))
             if not dates:
                 return 0
-        if has_split and state.last_date is not None:
+        if state.last_date is not None and (has_split or state.stale):
             return self._rewrite(batch.symbol, dates, raw, state)
         return self._append(batch.symbol, dates, raw, state)
 
@@ -240,15 +255,23 @@ class BatchWriter:
         wanted = sorted(s for s in symbols if s not in self.symbols)
         if not wanted:
             return
+        # FOR SHARE: an unpark (FOR UPDATE) waits for this batch, or this batch for it, so a
+        # message is never held for a symbol that was just unparked.
         self.cur.execute(
-            "SELECT s.symbol, i.last_date, i.bars_seen, i.state, st.status = 'parked' "
-            "FROM unnest(%s::text[]) AS s(symbol) "
-            "LEFT JOIN indicator_state i USING (symbol) "
-            "LEFT JOIN symbol_state st USING (symbol)",
+            "SELECT symbol FROM symbol_state WHERE symbol = ANY(%s) AND status = 'parked' "
+            "ORDER BY symbol FOR SHARE",
             (wanted,),
         )
-        for symbol, last_date, bars_seen, state, parked in self.cur.fetchall():
-            self.symbols[symbol] = SymbolState(last_date, bars_seen or 0, state, bool(parked))
+        parked = {row[0] for row in self.cur.fetchall()}
+        self.cur.execute(
+            "SELECT symbol, last_date, bars_seen, state FROM indicator_state "
+            "WHERE symbol = ANY(%s)",
+            (wanted,),
+        )
+        stored = {row[0]: row[1:] for row in self.cur.fetchall()}
+        for symbol in wanted:
+            last_date, bars_seen, state = stored.get(symbol, (None, 0, None))
+            self.symbols[symbol] = SymbolState(last_date, bars_seen, state, symbol in parked)
 
     def _save_states(self) -> None:
         rows = [(s, st.last_date, st.bars_seen, json.dumps(st.state))

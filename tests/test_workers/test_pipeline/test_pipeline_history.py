@@ -88,3 +88,19 @@ def test_older_backfill_after_newer_days_and_a_split_rewrite_history(pipeline_fa
         np.testing.assert_allclose(
             np.array(ra[2:], dtype=float), np.array(rb[2:], dtype=float), rtol=1e-9, atol=1e-9
         )
+
+
+def test_state_saved_by_another_indicator_set_triggers_a_recompute(pipeline_factory):
+    pipe = pipeline_factory(source="synthetic")
+    pipe.start("agent")
+    pipe.start("processor")
+    pipe.wait_tasks(pipe.send_tasks([("STALE", D(2012, 1, 1), D(2012, 12, 31))]))
+    conn = pipe.connect()
+    with conn.cursor() as cur:  # as if an older release with other indicators had saved it
+        cur.execute("UPDATE indicator_state SET state = jsonb_set(state, '{spec}', '\"old\"')")
+    pipe.wait_tasks(pipe.send_tasks([("STALE", D(2013, 1, 1), D(2013, 6, 30))]))
+    expected = SyntheticSource().fetch("STALE", D(2012, 1, 1), D(2013, 6, 30))
+    assert assert_indicators_exact(conn, "STALE") == len(expected)
+    with conn.cursor() as cur:
+        cur.execute("SELECT state->>'spec' FROM indicator_state WHERE symbol = 'STALE'")
+        assert cur.fetchone()[0] != "old"

@@ -1,0 +1,87 @@
+"""Parked symbols: list them, and unpark one by processing the messages held for it.
+
+A symbol is parked when one of its messages could not be processed (that message is in the
+DLQ); its later messages wait in ``parked_bars`` so its bars are never applied out of order.
+Unparking resumes the symbol without the bad message: the held messages are applied in
+arrival order in one transaction, through the same code path as live messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+
+from workers import contracts
+from workers.db import connect
+from workers.kafka import producer_config
+from workers.processor.batch import BatchWriter, InputMessage
+from workers.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParkedSymbol:
+    symbol: str
+    error: str | None
+    held_messages: int
+
+
+def parked_symbols(settings: Settings) -> list[ParkedSymbol]:
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT st.symbol, st.error, count(p.id) FROM symbol_state st "
+                "LEFT JOIN parked_bars p USING (symbol) WHERE st.status = 'parked' "
+                "GROUP BY st.symbol, st.error ORDER BY st.symbol"
+            )
+            return [ParkedSymbol(*row) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def unpark(settings: Settings, symbol: str) -> int:
+    """Resume ``symbol``: apply its held messages in order; return how many were applied.
+
+    If a held message fails too, it goes to the DLQ and the symbol is parked again, with
+    the messages after it held once more.
+    """
+    contracts.validate_symbol(symbol)
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT status FROM symbol_state WHERE symbol = %s FOR UPDATE",
+                        (symbol,))
+            row = cur.fetchone()
+            if row is None or row[0] != "parked":
+                conn.rollback()
+                return 0
+            cur.execute("UPDATE symbol_state SET status = 'ok', error = NULL, "
+                        "updated_at = now() WHERE symbol = %s", (symbol,))
+            cur.execute('DELETE FROM parked_bars WHERE symbol = %s '
+                        'RETURNING id, topic, partition, "offset", value', (symbol,))
+            held = sorted(cur.fetchall())
+        messages = [InputMessage(t, p, o, symbol.encode(), bytes(v)) for _, t, p, o, v in held]
+        writer = BatchWriter(conn, settings.processor_group, settings.max_message_bytes,
+                             record_offsets=False)
+        result = writer.apply(messages)
+        if result.dead_letters:
+            producer = Producer(producer_config(settings))
+            for dead in result.dead_letters:
+                m = dead.message
+                producer.produce(settings.dlq_topic, key=m.key, value=m.value,
+                                 headers=contracts.dlq_headers(m.topic, m.partition, m.offset,
+                                                               dead.error))
+            if producer.flush(30) > 0:
+                raise RuntimeError("could not write to the dead-letter topic; nothing changed")
+        conn.commit()
+        logger.info("symbol=%s unparked, %d held messages applied", symbol, len(messages))
+        return len(messages) - len(result.dead_letters)
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
