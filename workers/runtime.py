@@ -8,6 +8,7 @@ pod restarted). ``/readyz`` answers 200 once the worker has joined its group.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
@@ -33,8 +34,9 @@ def full_jitter(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
     return random.uniform(0.0, min(cap, base * 2**attempt))
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """key=value logs on stderr, configured once per entry point."""
+def configure_logging(level: str | None = None) -> None:
+    """key=value logs on stderr, configured once per entry point (FINPIPE_LOG_LEVEL)."""
+    level = level or os.environ.get("FINPIPE_LOG_LEVEL", "INFO")
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

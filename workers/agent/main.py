@@ -136,6 +136,7 @@ class Agent:
         logger.info("revoked partitions=%s", [p.partition for p in partitions])
 
     def _process_batch(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
         self.producer.begin_transaction()
         try:
             offsets: dict[tuple[str, int], int] = {}
@@ -150,6 +151,8 @@ class Agent:
                 self.consumer.consumer_group_metadata(),
             )
             self.producer.commit_transaction()
+            logger.debug("batch tasks=%d seconds=%.3f", len(messages),
+                         time.perf_counter() - started)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             ERRORS.labels(WORKER, error.name()).inc()

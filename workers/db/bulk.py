@@ -1,43 +1,62 @@
-"""Bulk upserts: COPY rows into a temporary staging table, then one INSERT ... ON CONFLICT.
+"""Bulk upserts: binary COPY into a temporary staging table, then one INSERT ... ON CONFLICT.
 
 Measured here: COPY alone 390k rows/s, COPY + upsert 130k-205k rows/s, ``execute_values``
-upserts 37k-40k rows/s. Rows are formatted as COPY text by joining ``repr`` of floats
-(shortest round-trip form, so values are stored exactly); NaN becomes NULL.
+upserts 37k-40k rows/s; formatting rows as text in Python cost more than the COPY itself, so
+rows are packed with numpy straight into PostgreSQL's binary COPY format (a structured array
+per symbol, no per-value Python work). Values are float8 bit for bit; NaN is stored as NULL.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Sequence
 
 import numpy as np
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-NULL = "\\N"
+_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_TRAILER = struct.pack(">h", -1)
+_PG_EPOCH_ORDINAL = dt.date(2000, 1, 1).toordinal()
 
 
-def copy_text(rows: Iterable[Sequence[str]]) -> str:
-    """COPY text of already formatted fields (tab-separated, one row per line)."""
-    return "".join("\t".join(row) + "\n" for row in rows)
+def pack_rows(symbol: str, dates: Sequence[dt.date], columns: Sequence[np.ndarray]) -> bytes:
+    """Binary COPY rows (symbol text, date, float8 * len(columns)) of one symbol."""
+    n = len(dates)
+    if n == 0:
+        return b""
+    sym = symbol.encode()
+    fields: list[tuple[str, str]] = [("count", ">i2"), ("sym_len", ">i4"), ("sym", f"S{len(sym)}"),
+                                     ("date_len", ">i4"), ("date", ">i4")]
+    for i in range(len(columns)):
+        fields += [(f"len{i}", ">i4"), (f"val{i}", ">f8")]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    rows["count"] = 2 + len(columns)
+    rows["sym_len"] = len(sym)
+    rows["sym"] = sym
+    rows["date_len"] = 4
+    rows["date"] = np.fromiter((d.toordinal() for d in dates), dtype=np.int64, count=n) - (
+        _PG_EPOCH_ORDINAL
+    )
+    for i, column in enumerate(columns):
+        rows[f"len{i}"] = 8
+        rows[f"val{i}"] = column
+    return rows.tobytes()
 
 
-def format_columns(symbol: str, dates: Sequence[object], columns: Sequence[np.ndarray]) -> str:
-    """COPY text for rows (symbol, date, *columns) of one symbol; NaN as NULL."""
-    if not len(dates):
-        return ""
-    fields = [[symbol] * len(dates), [str(d) for d in dates]]
-    fields += [list(map(repr, np.asarray(c, dtype=np.float64).tolist())) for c in columns]
-    text = "".join("\t".join(row) + "\n" for row in zip(*fields, strict=True))
-    # repr(nan) is 'nan'; no other field can start with it (symbols are upper case).
-    return text.replace("\tnan", "\t" + NULL)
-
-
-def upsert_copy(
-    cur: Cursor, table: str, columns: Sequence[str], key: Sequence[str], text: str
+def upsert_rows(
+    cur: Cursor,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    packed: Sequence[bytes],
+    nan_as_null: Sequence[str] = (),
 ) -> None:
-    """Upsert COPY ``text`` into ``table``: new keys inserted, existing ones overwritten."""
-    if not text:
+    """Upsert ``packed`` rows (from ``pack_rows``) into ``table``: new keys inserted, existing
+    ones overwritten; NaN in the ``nan_as_null`` columns becomes NULL."""
+    if not any(packed):
         return
     staging = f"staging_{table}"
     cur.execute(
@@ -46,16 +65,24 @@ def upsert_copy(
         ).format(sql.Identifier(staging), sql.Identifier(table))
     )
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    data = io.BytesIO(b"".join([_HEADER, *packed, _TRAILER]))
     cur.copy_expert(
-        sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(staging), cols).as_string(cur),
-        io.StringIO(text),
+        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)")
+        .format(sql.Identifier(staging), cols)
+        .as_string(cur),
+        data,
+    )
+    selected = sql.SQL(", ").join(
+        sql.SQL("NULLIF({0}, 'NaN')").format(sql.Identifier(c)) if c in nan_as_null
+        else sql.Identifier(c)
+        for c in columns
     )
     updates = sql.SQL(", ").join(
         sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns if c not in key
     )
     cur.execute(
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}").format(
-            sql.Identifier(table), cols, cols, sql.Identifier(staging),
+            sql.Identifier(table), cols, selected, sql.Identifier(staging),
             sql.SQL(", ").join(map(sql.Identifier, key)), updates,
         )
     )

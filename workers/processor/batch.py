@@ -27,7 +27,7 @@ from psycopg2.extensions import connection as Connection
 
 from workers import contracts
 from workers.contracts import BarBatch
-from workers.db.bulk import format_columns, upsert_copy
+from workers.db.bulk import pack_rows, upsert_rows
 from workers.exceptions import ContractError, PoisonMessageError
 from workers.indicators import (
     INDICATOR_COLUMNS,
@@ -80,6 +80,21 @@ class SymbolState:
 
 
 @dataclass
+class TaskUpdate:
+    """A task's status after this batch; ``reset`` when its first chunk is in the batch."""
+
+    task_id: str
+    symbol: str
+    start: dt.date
+    end: dt.date
+    reset: bool
+    bars: int = 0
+    status: str = "fetched"
+    error: str | None = None
+    final: bool = False
+
+
+@dataclass
 class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -98,9 +113,11 @@ class BatchWriter:
         self.record_offsets = record_offsets  # False when replaying held messages
         self.max_message_bytes = max_message_bytes
         self.symbols: dict[str, SymbolState] = {}
-        self._prices: list[str] = []
-        self._indicators: list[str] = []
+        self._prices: list[bytes] = []
+        self._indicators: list[bytes] = []
         self._dirty: set[str] = set()
+        self._tasks: dict[str, TaskUpdate] = {}
+        self._progress: dict[str, dt.date | str] = {}  # last processed date, or failure reason
 
     # -- entry point ------------------------------------------------------------------------
     def apply(self, messages: list[InputMessage]) -> BatchResult:
@@ -111,6 +128,15 @@ class BatchWriter:
             self._apply_one(msg, result)
         self._flush()
         self._save_states()
+        self._save_tasks()
+        if self.record_offsets:
+            self._save_offsets(result.next_offsets)
+        return result
+
+    def dead_letter_only(self, msg: InputMessage, error: Exception) -> BatchResult:
+        """Record ``msg`` as dead (symbol parked, offset advanced) without applying it."""
+        result = BatchResult(next_offsets={(msg.topic, msg.partition): msg.offset + 1})
+        self._dead_letter(msg, error, result, symbol=_symbol_from_key(msg.key))
         if self.record_offsets:
             self._save_offsets(result.next_offsets)
         return result
@@ -128,23 +154,24 @@ class BatchWriter:
             self._hold(msg, batch.symbol)
             result.parked += 1
             return
-        if state.last_date is not None and batch.dates and (
+        touches_history = state.last_date is not None and bool(batch.dates) and (
             batch.dates[0] <= state.last_date
             or state.stale
             or any(x > 0 and x != 1 for x in batch.splits)
-        ):
-            # This message reads or rewrites stored history: write the buffered rows before the
-            # savepoint, so rolling it back cannot take other messages' rows with it.
+        )
+        if touches_history:
+            # This message reads or rewrites stored rows: write the buffered rows first and
+            # guard it with a savepoint, so rolling it back takes no other message's rows.
             self._flush()
+            self.cur.execute("SAVEPOINT bar_message")
         # What to restore if this message fails: the symbol's state and the buffers' lengths.
         before = (replace(state), len(self._prices), len(self._indicators),
                   batch.symbol in self._dirty)
-        self.cur.execute("SAVEPOINT bar_message")
         try:
             result.bars_stored += self._apply_bars(batch, state)
-            self._record_task(batch)
         except (PoisonMessageError, InvalidBarsError, psycopg2.DataError) as exc:
-            self.cur.execute("ROLLBACK TO SAVEPOINT bar_message")
+            if touches_history:
+                self.cur.execute("ROLLBACK TO SAVEPOINT bar_message")
             saved, n_prices, n_indicators, dirty = before
             self.symbols[batch.symbol] = saved
             del self._prices[n_prices:], self._indicators[n_indicators:]
@@ -152,7 +179,9 @@ class BatchWriter:
                 self._dirty.discard(batch.symbol)
             self._dead_letter(msg, exc, result, symbol=batch.symbol)
             return
-        self.cur.execute("RELEASE SAVEPOINT bar_message")
+        if touches_history:
+            self.cur.execute("RELEASE SAVEPOINT bar_message")
+        self._record_task(batch)
 
     # -- bars -------------------------------------------------------------------------------
     def _apply_bars(self, batch: BarBatch, state: SymbolState) -> int:
@@ -186,10 +215,8 @@ class BatchWriter:
         state.last_date = dates[-1]
         state.bars_seen += len(dates)
         self._dirty.add(symbol)
-        self._prices.append(format_columns(symbol, dates, [raw[c] for c in PRICE_COLUMNS]))
-        self._indicators.append(
-            format_columns(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS])
-        )
+        self._prices.append(pack_rows(symbol, dates, [raw[c] for c in PRICE_COLUMNS]))
+        self._indicators.append(pack_rows(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS]))
         return len(dates)
 
     def _unstored_positions(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
@@ -218,8 +245,8 @@ class BatchWriter:
         """Upsert the raw bars, then recompute the symbol from every stored price."""
         self._flush()
         cur = self.cur
-        upsert_copy(cur, "prices", ("symbol", "date", *PRICE_COLUMNS), ("symbol", "date"),
-                    format_columns(symbol, dates, [raw[c] for c in PRICE_COLUMNS]))
+        upsert_rows(cur, "prices", ("symbol", "date", *PRICE_COLUMNS), ("symbol", "date"),
+                    [pack_rows(symbol, dates, [raw[c] for c in PRICE_COLUMNS])])
         cur.execute(
             "SELECT date, open, high, low, close, volume, splits FROM prices "
             "WHERE symbol = %s ORDER BY date", (symbol,))
@@ -233,7 +260,7 @@ class BatchWriter:
         self._dirty.add(symbol)
         cur.execute("DELETE FROM indicators WHERE symbol = %s", (symbol,))
         self._indicators.append(
-            format_columns(symbol, all_dates, [outputs[c] for c in INDICATOR_COLUMNS])
+            pack_rows(symbol, all_dates, [outputs[c] for c in INDICATOR_COLUMNS])
         )
         self._flush()
         logger.info("symbol=%s history rewritten bars=%d splits=%d", symbol, len(all_dates),
@@ -242,12 +269,12 @@ class BatchWriter:
 
     def _flush(self) -> None:
         if self._prices:
-            upsert_copy(self.cur, "prices", ("symbol", "date", *PRICE_COLUMNS),
-                        ("symbol", "date"), "".join(self._prices))
+            upsert_rows(self.cur, "prices", ("symbol", "date", *PRICE_COLUMNS),
+                        ("symbol", "date"), self._prices)
             self._prices = []
         if self._indicators:
-            upsert_copy(self.cur, "indicators", ("symbol", "date", *INDICATOR_COLUMNS),
-                        ("symbol", "date"), "".join(self._indicators))
+            upsert_rows(self.cur, "indicators", ("symbol", "date", *INDICATOR_COLUMNS),
+                        ("symbol", "date"), self._indicators, nan_as_null=INDICATOR_COLUMNS)
             self._indicators = []
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -295,35 +322,70 @@ class BatchWriter:
         )
 
     def _record_task(self, batch: BarBatch) -> None:
-        """Task status and the symbol's progress, from a chunk or a result message."""
+        """Buffer the task's status and the symbol's progress (written by ``_save_tasks``)."""
         last_chunk = batch.chunk == batch.chunks - 1
         status = {"ok": "done" if last_chunk else "fetched"}.get(batch.status, batch.status)
-        self._ensure_symbol(batch.symbol)
-        self.cur.execute(
-            "INSERT INTO tasks (task_id, symbol, start_date, end_date, status, bars, error, "
-            "  completed_at) VALUES (%(id)s, %(symbol)s, %(start)s, %(end)s, %(status)s, "
-            "  %(bars)s, %(error)s, CASE WHEN %(final)s THEN clock_timestamp() END) "
-            "ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, "
-            "  bars = CASE WHEN %(first)s THEN EXCLUDED.bars ELSE tasks.bars + EXCLUDED.bars END,"
-            "  error = EXCLUDED.error, completed_at = EXCLUDED.completed_at, updated_at = now()",
-            {"id": batch.task_id, "symbol": batch.symbol, "start": batch.start, "end": batch.end,
-             "status": status, "bars": len(batch.dates), "error": batch.reason,
-             "final": last_chunk, "first": batch.chunk == 0},
-        )
+        task = self._tasks.get(batch.task_id)
+        if task is None or batch.chunk == 0:  # chunk 0: a (re)delivery starts the count anew
+            task = self._tasks[batch.task_id] = TaskUpdate(
+                batch.task_id, batch.symbol, batch.start, batch.end, reset=batch.chunk == 0)
+        task.bars += len(batch.dates)
+        task.status, task.error, task.final = status, batch.reason, last_chunk
         if status in ("done", "no_data"):
-            self.cur.execute(
-                "UPDATE symbol_state SET last_processed_date = "
-                "  GREATEST(last_processed_date, %s), status = 'ok', error = NULL, "
-                "  updated_at = now() WHERE symbol = %s AND status <> 'parked'",
-                (batch.end, batch.symbol),
-            )
+            previous = self._progress.get(batch.symbol)
+            done = max(batch.end, previous) if isinstance(previous, dt.date) else batch.end
+            self._progress[batch.symbol] = done
         elif status == "failed":
-            self.cur.execute(
-                "UPDATE symbol_state SET status = 'failed', error = %s, updated_at = now() "
-                "WHERE symbol = %s AND status <> 'parked'",
-                (batch.reason, batch.symbol),
-            )
+            self._progress[batch.symbol] = batch.reason or "failed"
 
+    def _save_tasks(self) -> None:
+        """Tasks, symbols and symbol progress of the whole batch, in a few statements."""
+        if not self._tasks:
+            return
+        cur = self.cur
+        symbols = sorted({t.symbol for t in self._tasks.values()})
+        cur.execute(
+            "INSERT INTO symbols (symbol, active) SELECT unnest(%s::text[]), false "
+            "ON CONFLICT DO NOTHING; "
+            "INSERT INTO symbol_state (symbol) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+            (symbols, symbols),
+        )
+        for reset, bars_sql in ((True, "EXCLUDED.bars"), (False, "t.bars + EXCLUDED.bars")):
+            rows = [(t.task_id, t.symbol, t.start, t.end, t.status, t.bars, t.error, t.final)
+                    for t in self._tasks.values() if t.reset is reset]
+            if rows:
+                psycopg2.extras.execute_values(
+                    cur,
+                    "INSERT INTO tasks AS t (task_id, symbol, start_date, end_date, status, bars, "
+                    "  error, completed_at) SELECT v.id, v.symbol, v.s::date, v.e::date, "
+                    "  v.status, v.bars, v.error, CASE WHEN v.final THEN clock_timestamp() END "
+                    "FROM (VALUES %s) AS v (id, symbol, s, e, status, bars, error, final) "
+                    f"ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, "
+                    f"  bars = {bars_sql}, error = EXCLUDED.error, "
+                    "  completed_at = EXCLUDED.completed_at, updated_at = now()",
+                    rows,
+                )
+        done = [(sym, p) for sym, p in self._progress.items() if isinstance(p, dt.date)]
+        failed = [(sym, p) for sym, p in self._progress.items() if isinstance(p, str)]
+        if done:
+            psycopg2.extras.execute_values(
+                cur,
+                "UPDATE symbol_state st SET last_processed_date = "
+                "  GREATEST(st.last_processed_date, v.d::date), status = 'ok', error = NULL, "
+                "  updated_at = now() FROM (VALUES %s) AS v (symbol, d) "
+                "WHERE st.symbol = v.symbol AND st.status <> 'parked'",
+                done,
+            )
+        if failed:
+            psycopg2.extras.execute_values(
+                cur,
+                "UPDATE symbol_state st SET status = 'failed', error = v.reason, "
+                "  updated_at = now() FROM (VALUES %s) AS v (symbol, reason) "
+                "WHERE st.symbol = v.symbol AND st.status <> 'parked'",
+                failed,
+            )
+        self._progress.clear()
+        self._tasks.clear()
     def _dead_letter(self, msg: InputMessage, exc: Exception, result: BatchResult,
                      symbol: str | None) -> None:
         logger.warning("dead letter %s[%d]@%d symbol=%s error=%s", msg.topic, msg.partition,

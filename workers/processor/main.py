@@ -125,6 +125,12 @@ class Processor:
             try:
                 self._process(batch)
                 return
+            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                # Some row the database refuses: find its message by going one at a time.
+                logger.warning("batch refused by the database (%s); isolating the message",
+                               str(exc).strip())
+                self._process_one_by_one(batch)
+                return
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
                 delay = full_jitter(attempt, base=0.5, cap=15.0)
@@ -135,6 +141,7 @@ class Processor:
         raise FatalError(f"database unavailable after {DB_RETRY_ATTEMPTS} attempts")
 
     def _process(self, batch: list[InputMessage]) -> None:
+        started = time.perf_counter()
         writer = BatchWriter(self.conn, self.group, self.settings.max_message_bytes)
         try:
             result = writer.apply(batch)
@@ -155,11 +162,35 @@ class Processor:
         MESSAGES.labels(WORKER, "ok").inc(len(batch) - len(result.dead_letters))
         MESSAGES.labels(WORKER, "dead_letter").inc(len(result.dead_letters))
         BARS.labels(WORKER).inc(result.bars_stored)
+        logger.debug("batch messages=%d bars=%d dead_letters=%d seconds=%.3f", len(batch),
+                     result.bars_stored, len(result.dead_letters), time.perf_counter() - started)
         offsets = [TopicPartition(t, p, o) for (t, p), o in result.next_offsets.items()]
         try:  # for lag and KEDA only: PostgreSQL holds the offsets that count
             self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             logger.warning("kafka offset commit failed (%s); PostgreSQL has them", exc)
+
+    def _process_one_by_one(self, batch: list[InputMessage]) -> None:
+        for message in batch:
+            try:
+                self._process([message])
+            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                self._dead_letter_alone(message, exc)
+
+    def _dead_letter_alone(self, message: InputMessage, exc: Exception) -> None:
+        """DLQ a message the database refused, park its symbol, advance past it."""
+        writer = BatchWriter(self.conn, self.group, self.settings.max_message_bytes)
+        result = writer.dead_letter_only(message, exc)
+        self.dlq.produce(self.settings.dlq_topic, key=message.key, value=message.value,
+                         headers=contracts.dlq_headers(message.topic, message.partition,
+                                                       message.offset, exc))
+        if self.dlq.flush(30) > 0:
+            raise psycopg2.OperationalError("dead-letter topic unreachable")
+        self.conn.commit()
+        MESSAGES.labels(WORKER, "dead_letter").inc()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in result.next_offsets.items()]
+        with contextlib.suppress(KafkaException):
+            self.consumer.commit(offsets=offsets, asynchronous=True)
 
     def _reconnect(self) -> None:
         with contextlib.suppress(psycopg2.Error):

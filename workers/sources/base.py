@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,10 +52,7 @@ class RawBars:
 
     def between(self, start: dt.date, end: dt.date) -> RawBars:
         """The bars dated ``start`` .. ``end`` inclusive."""
-        days = np.array(self.dates, dtype="datetime64[D]")
-        lo = int(np.searchsorted(days, np.datetime64(start, "D"), side="left"))
-        hi = int(np.searchsorted(days, np.datetime64(end, "D"), side="right"))
-        return self.slice(lo, hi)
+        return self.slice(bisect_left(self.dates, start), bisect_right(self.dates, end))
 
     def slice(self, lo: int, hi: int) -> RawBars:
         return RawBars(

@@ -19,8 +19,8 @@ from workers.sources.base import NoDataError, RawBars
 
 ORIGIN = dt.date(1995, 1, 3)
 HORIZON = dt.date(2030, 12, 31)
-# About one split per symbol every six years of sessions.
-SPLIT_PROBABILITY = 1 / 1500
+# About one split per symbol every 20 years of sessions, as for large US stocks.
+SPLIT_PROBABILITY = 1 / 5000
 
 
 @lru_cache(maxsize=1)
