@@ -9,7 +9,11 @@ import typer
 from finpipe import stack
 from workers.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="finpipe: daily bars through Kafka into PostgreSQL.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="finpipe: daily bars through Kafka into PostgreSQL.",
+)
 
 
 @app.callback()

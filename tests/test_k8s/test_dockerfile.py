@@ -1,0 +1,181 @@
+"""The Dockerfile installs pyproject's dependency set under constraints.txt and pins nothing of
+its own, runs as a non-root user, and builds from a pinned slim Python 3.11 base.
+
+No Docker engine runs on the development machine, so the image is not built here: these
+tests read the Dockerfile and .dockerignore.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "Dockerfile"
+# An exact CPython 3.11 patch release of the slim Debian 12 image, optionally with a digest.
+PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
+# A requirement specifier, e.g. `numpy==2.4.6`, `pandas>=3`, `foo~=1.0`.
+SPECIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\s*(==|>=|<=|~=|!=|===|<|>)\s*\d")
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        word, _, rest = full.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = []
+    for ins in instructions():
+        if ins[0] == "FROM":
+            out.append([])
+        if out:
+            out[-1].append(ins)
+    return out
+
+
+def arg_defaults() -> dict[str, str]:
+    defaults = {}
+    for word, rest in instructions():
+        if word == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            defaults[name] = value
+    return defaults
+
+
+def base_images() -> list[str]:
+    args = arg_defaults()
+    images = []
+    for stage in stages():
+        ref = stage[0][1].split()[0]
+        images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], ref))
+    return images
+
+
+def pip_installs() -> list[list[str]]:
+    """Argument lists of every `pip install` in RUN instructions."""
+    found = []
+    for word, rest in instructions():
+        if word != "RUN":
+            continue
+        for part in rest.split("&&"):
+            part = part.strip()
+            if not re.match(r"(pip|python3? -m pip) install\b", part):
+                continue
+            tokens = shlex.split(part)
+            found.append(tokens[tokens.index("install") + 1:])
+    return found
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+def test_base_images_are_pinned_slim_python_311() -> None:
+    images = base_images()
+    assert len(images) >= 2, "multi-stage: a build stage and a runtime stage"
+    for image in images:
+        assert PINNED_BASE.match(image), f"unpinned or unexpected base image: {image}"
+    assert len(set(images)) == 1, "build and runtime must share the base (the venv's Python)"
+    requires = pyproject()["project"]["requires-python"]
+    assert ">=3.11" in requires and "<3.12" in requires
+
+
+def test_runs_as_non_root() -> None:
+    final = stages()[-1]
+    users = [rest for word, rest in final if word == "USER"]
+    assert users, "the runtime stage must set USER"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    assert user.isdigit(), "a numeric UID, so Kubernetes runAsNonRoot can verify it"
+    assert int(user) >= 1000
+    # The user the Deployments and the Dagster values run as.
+    assert f"--uid {user}" in DOCKERFILE.read_text()
+
+
+def test_every_pip_install_uses_constraints_and_pins_nothing() -> None:
+    installs = pip_installs()
+    assert len(installs) >= 2
+    for args in installs:
+        joined = " ".join(args)
+        assert "-c constraints.txt" in joined, f"pip install without constraints: {joined}"
+        assert not SPECIFIER.search(joined), f"a pin in the Dockerfile: {joined}"
+        positional = [a for i, a in enumerate(args) if not a.startswith("-")
+                      and not (i and args[i - 1] in {"-c", "-r", "--constraint",
+                                                     "--requirement"})]
+        # Only the project itself (`.`); dependencies come from -r <generated from pyproject>.
+        assert set(positional) <= {"."}, f"packages named in the Dockerfile: {positional}"
+
+
+def test_dependencies_are_read_from_pyproject() -> None:
+    text = DOCKERFILE.read_text()
+    assert "['project']['dependencies']" in text
+    assert "COPY pyproject.toml constraints.txt" in text
+    (dep_install,) = [a for a in pip_installs() if "-r" in a]
+    assert dep_install[dep_install.index("-r") + 1] == "/tmp/requirements.txt"
+    assert "> /tmp/requirements.txt" in text
+
+
+def test_no_version_literal_outside_comments() -> None:
+    """No package version is written in an instruction (the base image tag aside)."""
+    for word, rest in instructions():
+        if word in {"FROM", "ARG"}:
+            continue
+        assert not SPECIFIER.search(rest), f"{word} {rest}"
+
+
+def test_pyproject_pins_agree_with_constraints() -> None:
+    """One set: every direct pin in pyproject is the version constraints.txt installs."""
+    pins = constraints()
+    for dep in pyproject()["project"]["dependencies"]:
+        name, sep, version = dep.partition("==")
+        assert sep, f"pyproject dependency not pinned exactly: {dep}"
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        assert pins.get(key) == version, f"{dep} vs constraints.txt {pins.get(key)}"
+
+
+def test_image_contains_every_package(code_settings) -> None:
+    text = DOCKERFILE.read_text()
+    include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert f"COPY {package} ./{package}" in text, package
+    exposed = {int(p) for word, rest in instructions() if word == "EXPOSE" for p in rest.split()}
+    assert {code_settings.health_port, code_settings.metrics_port} <= exposed
+
+
+@pytest.mark.parametrize("needed", ["pyproject.toml", "constraints.txt", "README.md", "workers/",
+                                    "finpipe/", "finpipe_dagster/"])
+def test_dockerignore_allows_only_the_build_inputs(needed: str) -> None:
+    lines = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "*", "an allow-list: everything else (.git, .venv, .state) stays out"
+    assert f"!{needed}" in lines
+    assert "**/__pycache__" in lines

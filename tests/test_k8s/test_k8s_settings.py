@@ -1,0 +1,299 @@
+"""The Kubernetes files say what workers/settings.py says.
+
+Topic names, consumer groups, ports, partitions and env var names in the rendered chart, the
+Strimzi and CloudNativePG manifests, the Prometheus values and the Dagster values are compared
+with the settings module, which is the single source of truth for every name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import secrets
+from typing import Any
+
+import pytest
+
+from workers.kafka import consumer_config
+from workers.settings import Settings
+
+# The workers' contract: SIGTERM finishes the open batch, which takes up to this long.
+WORST_BATCH_SECONDS = 60
+# Settings fields that hold credentials: only ever from a Secret, never from a ConfigMap.
+SECRET_FIELDS = {"pg_password", "kafka_sasl_password"}
+# What each worker consumes: (Settings field of the topic, Settings field of the group).
+CONSUMES = {"agent": ("tasks_topic", "agent_group"), "processor": ("data_topic", "processor_group")}
+# Settings that name the same thing everywhere (locally and in a cluster).
+SHARED_NAMES = (
+    "tasks_topic", "data_topic", "dlq_topic", "agent_group", "processor_group",
+    "topic_partitions", "health_port", "metrics_port", "pg_database", "pg_user",
+    "pg_dagster_database",
+)
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def worker_of(obj: dict[str, Any]) -> str:
+    return obj["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = deployment["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+@pytest.fixture(scope="module")
+def configmap(rendered: list[dict[str, Any]]) -> dict[str, str]:
+    (cm,) = of_kind(rendered, "ConfigMap").values()
+    return cm["data"]
+
+
+@pytest.fixture(scope="module")
+def cluster_settings(configmap: dict[str, str], settings_from_env, code_settings) -> Settings:
+    """Settings as a worker pod builds them from the ConfigMap and its Secret."""
+    secret_env = code_settings.env_var_names()["pg_password"]
+    return settings_from_env({**configmap, secret_env: secrets.token_hex(8)})
+
+
+# --- env var names -------------------------------------------------------------------------
+
+def test_configmap_keys_are_settings_env_vars(configmap, code_settings: Settings) -> None:
+    names = set(code_settings.env_var_names().values())
+    assert set(configmap) <= names, sorted(set(configmap) - names)
+    secret_names = {code_settings.env_var_names()[f] for f in SECRET_FIELDS}
+    assert not secret_names & set(configmap), "a credential in the ConfigMap"
+
+
+def test_every_env_var_in_the_pods_is_a_settings_field(rendered, code_settings) -> None:
+    names = set(code_settings.env_var_names().values())
+    cm_name = next(iter(of_kind(rendered, "ConfigMap")))
+    for dep in of_kind(rendered, "Deployment").values():
+        for c in containers(dep):
+            for env in c.get("env", []):
+                assert env["name"] in names, f"{c['name']}: {env['name']} is not a Settings field"
+                # Credentials only through secretKeyRef, and nothing else as a literal secret.
+                assert "value" not in env, env
+                assert "secretKeyRef" in env["valueFrom"], env
+            assert c["envFrom"] == [{"configMapRef": {"name": cm_name}}]
+
+
+def test_configmap_parses_as_settings(cluster_settings: Settings, configmap) -> None:
+    # Every value is valid for its field (types, literals) and is read back unchanged.
+    for env_name, raw in configmap.items():
+        field = env_name.removeprefix("FINPIPE_").lower()
+        assert str(getattr(cluster_settings, field)) == raw, field
+
+
+def test_shared_names_equal_the_code_defaults(cluster_settings, code_settings) -> None:
+    for field in SHARED_NAMES:
+        assert getattr(cluster_settings, field) == getattr(code_settings, field), field
+
+
+def test_pg_password_comes_from_a_secret(rendered, workers_values) -> None:
+    ref = workers_values["secretEnv"]["pg_password"]
+    for dep in of_kind(rendered, "Deployment").values():
+        env = {e["name"]: e for c in containers(dep) for e in c.get("env", [])}
+        assert env["FINPIPE_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+
+
+# --- the Deployments ----------------------------------------------------------------------
+
+def test_deployments_run_the_workers(rendered, code_settings: Settings) -> None:
+    deps = {worker_of(d): d for d in of_kind(rendered, "Deployment").values()}
+    assert set(deps) == set(CONSUMES)
+    for worker, dep in deps.items():
+        spec = dep["spec"]["template"]["spec"]
+        main = next(c for c in spec["containers"] if c["name"] == worker)
+        assert main["command"] == ["python", "-m", f"workers.{worker}"]
+        ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+        assert ports == {"health": code_settings.health_port,
+                         "metrics": code_settings.metrics_port}
+        assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert main["startupProbe"]["httpGet"]["port"] == "health"
+        assert main["resources"]["requests"] and main["resources"]["limits"]["memory"]
+        assert spec["terminationGracePeriodSeconds"] > WORST_BATCH_SECONDS
+        strategy = dep["spec"]["strategy"]["rollingUpdate"]
+        assert strategy["maxUnavailable"] == 0
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        annotations = dep["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(code_settings.metrics_port)
+
+
+def test_processor_migrates_before_consuming(rendered) -> None:
+    deps = {worker_of(d): d for d in of_kind(rendered, "Deployment").values()}
+    (init,) = deps["processor"]["spec"]["template"]["spec"]["initContainers"]
+    assert "apply_migrations" in " ".join(init["command"])
+    assert "initContainers" not in deps["agent"]["spec"]["template"]["spec"]
+
+
+def test_pdbs_and_services_select_the_worker_pods(rendered, code_settings) -> None:
+    pods = {worker_of(d): d["spec"]["template"]["metadata"]["labels"]
+            for d in of_kind(rendered, "Deployment").values()}
+    pdbs = {worker_of(p): p for p in of_kind(rendered, "PodDisruptionBudget").values()}
+    services = {worker_of(s): s for s in of_kind(rendered, "Service").values()}
+    assert set(pdbs) == set(services) == set(pods)
+    for worker, labels in pods.items():
+        assert pdbs[worker]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert services[worker]["spec"]["selector"].items() <= labels.items()
+        (port,) = services[worker]["spec"]["ports"]
+        assert (port["port"], port["targetPort"]) == (code_settings.metrics_port, "metrics")
+
+
+# --- KEDA ---------------------------------------------------------------------------------
+
+def test_scaled_objects_follow_the_consumer_groups(rendered, code_settings, configmap) -> None:
+    scaled = {worker_of(s): s for s in of_kind(rendered, "ScaledObject").values()}
+    deps = {worker_of(d): d["metadata"]["name"] for d in of_kind(rendered, "Deployment").values()}
+    assert set(scaled) == set(CONSUMES)
+    auto_offset_reset = consumer_config(code_settings, "any")["auto.offset.reset"]
+    for worker, obj in scaled.items():
+        topic_field, group_field = CONSUMES[worker]
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == deps[worker]
+        (trigger,) = spec["triggers"]
+        meta = trigger["metadata"]
+        assert meta["topic"] == getattr(code_settings, topic_field)
+        assert meta["consumerGroup"] == getattr(code_settings, group_field)
+        assert meta["bootstrapServers"] == configmap["FINPIPE_KAFKA_BOOTSTRAP_SERVERS"]
+        assert meta["offsetResetPolicy"] == auto_offset_reset
+        assert meta["allowIdleConsumers"] == "false"
+        # One poll batch of lag per replica: the batch size the worker's code consumes.
+        batch_size = importlib.import_module(f"workers.{worker}.main").BATCH_SIZE
+        assert int(meta["lagThreshold"]) == batch_size
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        assert spec["maxReplicaCount"] <= code_settings.topic_partitions
+
+
+def test_scaling_behaviour_avoids_rebalance_storms(rendered) -> None:
+    for obj in of_kind(rendered, "ScaledObject").values():
+        behavior = obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        down, up = behavior["scaleDown"], behavior["scaleUp"]
+        # Lag must stay low for minutes before a pod goes; each step is one pod at a time.
+        assert down["stabilizationWindowSeconds"] >= 300
+        assert up["stabilizationWindowSeconds"] >= 30
+        assert all(p["type"] == "Pods" and p["value"] <= 2 for p in down["policies"] +
+                   up["policies"])
+        assert obj["spec"]["cooldownPeriod"] >= 60
+
+
+# --- Strimzi ------------------------------------------------------------------------------
+
+def test_kafka_cluster_is_kraft_three_brokers_replicated(strimzi_docs, cluster_settings) -> None:
+    kafka = next(d for d in strimzi_docs if d["kind"] == "Kafka")
+    pools = [d for d in strimzi_docs if d["kind"] == "KafkaNodePool"]
+    assert all(d["apiVersion"] == "kafka.strimzi.io/v1beta2" for d in strimzi_docs)
+    assert "zookeeper" not in kafka["spec"]
+    assert sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"]) == 3
+    assert sum(p["spec"]["replicas"] for p in pools if "controller" in p["spec"]["roles"]) == 3
+    assert all(p["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+               for p in pools)
+    for pool in pools:
+        for vol in pool["spec"]["storage"]["volumes"]:
+            assert vol["type"] == "persistent-claim" and vol["deleteClaim"] is False
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == 3 == cluster_settings.topic_replication
+    assert config["min.insync.replicas"] == 2 == cluster_settings.topic_min_insync_replicas
+    assert config["transaction.state.log.replication.factor"] == 3
+    assert config["transaction.state.log.min.isr"] == 2
+    assert config["offsets.topic.replication.factor"] == 3
+    assert config["auto.create.topics.enable"] is False
+    assert kafka["spec"]["kafka"]["version"] == cluster_settings.kafka_version
+
+
+def test_bootstrap_servers_is_the_strimzi_plain_listener(strimzi_docs, cluster_settings) -> None:
+    kafka = next(d for d in strimzi_docs if d["kind"] == "Kafka")
+    plain = next(li for li in kafka["spec"]["kafka"]["listeners"] if li["name"] == "plain")
+    assert plain["tls"] is False and plain["type"] == "internal"
+    expected = f"{kafka['metadata']['name']}-kafka-bootstrap.kafka.svc:{plain['port']}"
+    assert cluster_settings.kafka_bootstrap_servers == expected
+    assert cluster_settings.kafka_security_protocol == "PLAINTEXT"
+    # KEDA (namespace keda) and finpipe's pods must get through the listener's NetworkPolicy.
+    peers = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+             for p in plain["networkPolicyPeers"]}
+    assert peers == {"finpipe", "keda"}
+
+
+def test_topics_match_settings(strimzi_docs, cluster_settings, code_settings) -> None:
+    kafka = next(d for d in strimzi_docs if d["kind"] == "Kafka")
+    topics = {d["spec"]["topicName"]: d for d in strimzi_docs if d["kind"] == "KafkaTopic"}
+    assert set(topics) == {code_settings.tasks_topic, code_settings.data_topic,
+                           code_settings.dlq_topic}
+    for topic in topics.values():
+        spec = topic["spec"]
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+        assert spec["partitions"] == code_settings.topic_partitions
+        assert spec["replicas"] == cluster_settings.topic_replication
+        assert spec["config"]["min.insync.replicas"] == cluster_settings.topic_min_insync_replicas
+        assert spec["config"].get("max.message.bytes", 1048588) > code_settings.max_message_bytes
+
+
+def test_max_replicas_never_exceed_partitions(rendered, strimzi_docs) -> None:
+    partitions = {d["spec"]["topicName"]: d["spec"]["partitions"]
+                  for d in strimzi_docs if d["kind"] == "KafkaTopic"}
+    for obj in of_kind(rendered, "ScaledObject").values():
+        topic = obj["spec"]["triggers"][0]["metadata"]["topic"]
+        assert obj["spec"]["maxReplicaCount"] <= partitions[topic]
+
+
+# --- CloudNativePG ------------------------------------------------------------------------
+
+def test_postgres_cluster_matches_settings(cnpg_docs, cluster_settings, workers_values) -> None:
+    cluster = next(d for d in cnpg_docs if d["kind"] == "Cluster")
+    database = next(d for d in cnpg_docs if d["kind"] == "Database")
+    spec = cluster["spec"]
+    assert spec["instances"] >= 3 and spec["storage"]["size"]
+    assert cluster_settings.pg_host == f"{cluster['metadata']['name']}-rw.finpipe.svc"
+    assert cluster_settings.pg_port == 5432
+    initdb = spec["bootstrap"]["initdb"]
+    assert initdb["database"] == cluster_settings.pg_database
+    assert initdb["owner"] == cluster_settings.pg_user
+    # The role's password Secret is the one the workers read FINPIPE_PG_PASSWORD from.
+    assert initdb["secret"]["name"] == workers_values["secretEnv"]["pg_password"]["name"]
+    assert database["spec"]["name"] == cluster_settings.pg_dagster_database
+    assert database["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+    roles = {r["name"]: r for r in spec["managed"]["roles"]}
+    assert database["spec"]["owner"] in roles
+
+
+def test_dagster_storage_is_the_cnpg_dagster_database(dagster_values, cnpg_docs,
+                                                      cluster_settings) -> None:
+    pg = dagster_values["postgresql"]
+    cluster = next(d for d in cnpg_docs if d["kind"] == "Cluster")
+    roles = {r["name"] for r in cluster["spec"]["managed"]["roles"]}
+    assert pg["postgresqlHost"] == cluster_settings.pg_host
+    assert pg["service"]["port"] == cluster_settings.pg_port
+    assert pg["postgresqlDatabase"] == cluster_settings.pg_dagster_database
+    assert pg["postgresqlUsername"] in roles
+
+
+# --- Prometheus ---------------------------------------------------------------------------
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_prometheus_scrapes_every_worker(rendered, code_settings, prometheus_values) -> None:
+    (monitor,) = [m for m in prometheus_values["prometheus"]["additionalPodMonitors"]
+                  if m["name"] == "finpipe-workers"]
+    assert monitor["namespaceSelector"]["matchNames"] == ["finpipe"]
+    (endpoint,) = monitor["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    for dep in of_kind(rendered, "Deployment").values():
+        pod = dep["spec"]["template"]
+        assert _matches(monitor["selector"], pod["metadata"]["labels"]), dep["metadata"]["name"]
+        ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"]
+                 for p in c["ports"]}
+        assert ports[endpoint["port"]] == code_settings.metrics_port
+
+
+def test_keda_watches_the_worker_namespace(keda_values) -> None:
+    # "" is every namespace; otherwise the list must include finpipe's.
+    watched = keda_values.get("watchNamespace", "")
+    assert watched == "" or "finpipe" in watched.split(",")
