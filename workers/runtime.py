@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -24,14 +23,6 @@ BARS = Counter("finpipe_bars_total", "Bars published (agent) or stored (processo
 ERRORS = Counter("finpipe_errors_total", "Errors by class", ["worker", "error"])
 BATCH_SECONDS = Histogram("finpipe_batch_seconds", "Time to handle one poll batch", ["worker"])
 LAG = Gauge("finpipe_consumer_lag", "Messages behind the high watermark", ["worker", "partition"])
-
-
-def full_jitter(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
-    """Backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)).
-
-    Hand-written (one line): it spreads retries of many workers hitting the same outage.
-    """
-    return random.uniform(0.0, min(cap, base * 2**attempt))
 
 
 def configure_logging(level: str | None = None) -> None:

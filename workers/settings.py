@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     csv_dir: str | None = None
     # Bars per Stock_data_topic message; 1,000 bars of 9 columns is about 150 kB of JSON.
     bars_per_message: int = Field(default=1000, ge=1, le=5000)
+    # yfinance: one request budget shared by every agent behind the same outbound IP, kept
+    # in PostgreSQL (Yahoo allows about 2,000 requests an hour per IP).
+    yf_requests_per_minute: int = Field(default=60, ge=1)
+    yf_requests_per_hour: int = Field(default=1500, ge=1)
     health_port: int = 8080
     metrics_port: int = 9100
 

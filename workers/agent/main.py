@@ -19,8 +19,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from workers import contracts
 from workers.contracts import BarBatch, FetchTask
-from workers.exceptions import ContractError, FatalError
+from workers.exceptions import ContractError, FatalError, RetriableError
 from workers.kafka import consumer_config, producer_config
+from workers.retry import backoff_delay
 from workers.runtime import (
     BARS,
     BATCH_SECONDS,
@@ -28,13 +29,19 @@ from workers.runtime import (
     MESSAGES,
     Health,
     configure_logging,
-    full_jitter,
     install_stop_handlers,
     start_metrics,
 )
 from workers.settings import Settings, get_settings
-from workers.sources import BarSource, NoDataError, RawBars, SourceError, SourceUnavailableError
-from workers.sources import make_source as default_source
+from workers.sources import (
+    BarSource,
+    NoDataError,
+    RawBars,
+    SourceError,
+    make_rate_limiter,
+    make_source,
+)
+from workers.sources.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 WORKER = "agent"
@@ -86,9 +93,11 @@ class Agent:
         *,
         sleep: Callable[[float], None] | None = None,
         health: Health | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
+        self.rate_limiter = rate_limiter
         self.health = health or Health()
         self.stop = threading.Event()
         self._sleep = sleep
@@ -200,15 +209,16 @@ class Agent:
     def _results(self, task: FetchTask) -> list[BarBatch]:
         for attempt in range(FETCH_ATTEMPTS):
             try:
+                self._wait_for_budget()
                 bars = self.source.fetch(task.symbol, task.start, task.end)
             except NoDataError as exc:
                 return [result_message(task, "no_data", str(exc), self.source.name)]
             except SourceError as exc:
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
                 return [result_message(task, "failed", str(exc), self.source.name)]
-            except SourceUnavailableError as exc:
+            except RetriableError as exc:  # source unavailable, or the shared budget's DB
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
-                delay = full_jitter(attempt)
+                delay = backoff_delay(attempt)
                 logger.warning("symbol=%s attempt=%d source unavailable (%s); retry in %.1f s",
                                task.symbol, attempt + 1, exc, delay)
                 self._wait_polling(delay)
@@ -219,6 +229,13 @@ class Agent:
             return chunk_messages(task, bars, self.settings.bars_per_message)
         reason = f"source unavailable after {FETCH_ATTEMPTS} attempts"
         return [result_message(task, "failed", reason, self.source.name)]
+
+    def _wait_for_budget(self) -> None:
+        """Take one request from the shared budget, polling (partitions paused) meanwhile."""
+        if self.rate_limiter is None:
+            return
+        while (wait := self.rate_limiter.try_acquire()) > 0 and not self.stop.is_set():
+            self._wait_polling(wait)
 
     def _wait_polling(self, seconds: float) -> None:
         """Wait without leaving the group: pause the partitions and keep polling."""
@@ -251,7 +268,8 @@ def main() -> int:
     health = Health()
     health.serve(settings.health_port)
     start_metrics(settings.metrics_port)
-    agent = Agent(settings, default_source(settings), health=health)
+    agent = Agent(settings, make_source(settings), health=health,
+                  rate_limiter=make_rate_limiter(settings))
     stop = install_stop_handlers()
     threading.Thread(target=lambda: (stop.wait(), agent.stop.set()), daemon=True).start()
     logger.info("agent group=%s topic=%s source=%s", settings.agent_group,

@@ -30,6 +30,7 @@ from workers.db import connect
 from workers.exceptions import FatalError
 from workers.kafka import consumer_config, producer_config
 from workers.processor.batch import BatchWriter, InputMessage, stored_offsets
+from workers.retry import backoff_delay
 from workers.runtime import (
     BARS,
     BATCH_SECONDS,
@@ -37,7 +38,6 @@ from workers.runtime import (
     MESSAGES,
     Health,
     configure_logging,
-    full_jitter,
     install_stop_handlers,
     start_metrics,
 )
@@ -133,7 +133,7 @@ class Processor:
                 return
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
-                delay = full_jitter(attempt, base=0.5, cap=15.0)
+                delay = backoff_delay(attempt, base=0.5, cap=15.0)
                 logger.warning("database unavailable (%s); retry %d in %.1f s",
                                str(exc).strip(), attempt + 1, delay)
                 self._wait_polling(delay)

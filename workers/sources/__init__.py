@@ -10,6 +10,7 @@ from workers.sources.base import (
     SourceError,
     SourceUnavailableError,
 )
+from workers.sources.ratelimit import RateLimiter
 
 __all__ = [
     "BarSource",
@@ -17,6 +18,7 @@ __all__ = [
     "RawBars",
     "SourceError",
     "SourceUnavailableError",
+    "make_rate_limiter",
     "make_source",
 ]
 
@@ -40,3 +42,15 @@ def make_source(settings: Settings) -> BarSource:
     from workers.sources.yfinance_source import YFinanceSource
 
     return YFinanceSource()
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The shared request budget for sources that have one (yfinance); None otherwise."""
+    if settings.source != "yfinance":
+        return None
+    from workers.sources.ratelimit import PostgresRateLimiter
+
+    return PostgresRateLimiter(
+        requests_per_minute=settings.yf_requests_per_minute,
+        requests_per_hour=settings.yf_requests_per_hour,
+    )

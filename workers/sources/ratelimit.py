@@ -26,7 +26,6 @@ with their own blocking retry loops, which a poll loop cannot use, and take no i
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 import time
@@ -53,10 +52,7 @@ LEAK_INTERVAL_S = 30.0
 POOL_TIMEOUT_S = 5.0
 POOL_MAX_SIZE = 2
 # Backoff defaults: 1 s, 2 s, 4 s ... capped at 5 min (all scaled by the jitter).
-DEFAULT_BACKOFF_BASE_S = 1.0
-DEFAULT_BACKOFF_CAP_S = 300.0
 # 2**attempt stops growing here; min(cap, ...) has long taken over.
-_MAX_EXPONENT = 62
 _NAME_RE = re.compile(r"^[a-z0-9_]{1,40}$")
 
 
@@ -87,23 +83,6 @@ def make_rates(
     if not rates:
         raise ValueError("a rate limiter needs at least one rate")
     return rates
-
-
-def backoff_delay(
-    attempt: int,
-    base: float = DEFAULT_BACKOFF_BASE_S,
-    cap: float = DEFAULT_BACKOFF_CAP_S,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before retry number ``attempt`` (0 for the first): full jitter.
-
-    Uniform in ``[0, min(cap, base * 2**attempt)]``, so agents that failed together do not
-    retry together.
-    """
-    if attempt < 0 or base < 0 or cap < 0:
-        raise ValueError("attempt, base and cap must not be negative")
-    ceiling = min(cap, base * 2.0 ** min(attempt, _MAX_EXPONENT))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 class BucketRateLimiter:

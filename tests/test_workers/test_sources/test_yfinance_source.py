@@ -336,6 +336,17 @@ class TestRawPrices:
         source.fetch("LATER", MARCH[0], MARCH[2])
         assert len(yahoo.chart_calls()) == 3  # split history reused
 
+    def test_split_history_is_read_again_on_a_new_day(self, make_source, yahoo_factory) -> None:
+        yahoo = yahoo_factory("DAILY", splits={MARCH[7]: 2.0})
+        now = [MONTHS_LATER]
+        source = YFinanceSource(clock=lambda: now[0], cache_dir=make_source().cache_dir)
+        source.fetch("DAILY", MARCH[0], MARCH[4])
+        source.fetch("DAILY", MARCH[0], MARCH[4])
+        assert len(yahoo.chart_calls()) == 3
+        now[0] += dt.timedelta(days=1)
+        source.fetch("DAILY", MARCH[0], MARCH[4])
+        assert len(yahoo.chart_calls()) == 5
+
     def test_recent_range_needs_one_request(self, make_source, yahoo_factory) -> None:
         # The range ends two sessions before "now": fetched through tomorrow, one request.
         yahoo = yahoo_factory("RECENT", splits={MARCH[9]: 2.0, MARCH[2]: 1.5})
@@ -354,6 +365,20 @@ class TestRawPrices:
         bars = make_source(at(monday, 8)).fetch("TODAY", MARCH[0], MARCH[-1])
         expect_raw(yahoo, MARCH, bars)
         assert len(yahoo.chart_calls()) == 1
+
+
+    def test_split_dated_on_a_day_without_bar_in_an_old_range(
+        self, make_source, yahoo_factory
+    ) -> None:
+        # Yahoo dates a 2:1 split on Saturday 9 March. yfinance's frame puts it on Friday's
+        # bar; the split history has the real date: Friday is pre-split, Monday the ex-date.
+        saturday = dt.date(2024, 3, 9)
+        yahoo = yahoo_factory("WKEND", splits={saturday: 2.0})
+        assert yahoo.adjusted(MARCH[4])["close"] == CLOSES[4] / 2
+        bars = make_source(MONTHS_LATER).fetch("WKEND", MARCH[0], MARCH[-1])
+        assert bars.dates == MARCH
+        assert bars.close.tolist() == CLOSES
+        assert bars.splits.tolist() == [0, 0, 0, 0, 0, 2.0, 0, 0, 0, 0]
 
 
 class TestCompletedSessions:
