@@ -2,60 +2,354 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import sys
+import time
+from pathlib import Path
 
+import psycopg2
 import typer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from rich.console import Console
+from rich.table import Table
 
-from finpipe import stack
-from workers.settings import get_settings
+from finpipe import report, stack
+from finpipe.stack import paths
+from finpipe.stack.processes import ManagedProcess
+from workers import contracts
+from workers.db import connect
+from workers.exceptions import ContractError
+from workers.kafka import consumer_config, producer_config
+from workers.settings import Settings, get_settings
 
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="finpipe: daily bars through Kafka into PostgreSQL.",
+    help="finpipe: daily bars through Kafka into PostgreSQL, orchestrated by Dagster.",
 )
+workers_app = typer.Typer(no_args_is_help=True, help="Run agents and processors locally.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter topic.")
+symbols_app = typer.Typer(no_args_is_help=True, help="The symbol universe.")
+app.add_typer(workers_app, name="workers")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(symbols_app, name="symbols")
+console = Console()
+
+
+class StackDownError(RuntimeError):
+    """A service the command needs is not reachable."""
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
+def run() -> None:
+    """Entry point: errors a user can act on are printed in plain words, without a traceback."""
+    try:
+        app()
+    except (StackDownError, ContractError, LookupError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except psycopg2.OperationalError as exc:
+        s = get_settings()
+        console.print(f"[red]error:[/red] PostgreSQL is not reachable at {s.pg_host}:{s.pg_port} "
+                      f"({str(exc).strip().splitlines()[0]}). Start the stack: finpipe up")
+        sys.exit(1)
+
+
+def _require_kafka(settings: Settings) -> None:
+    try:
+        stack.kafka.admin_client(settings).list_topics(timeout=5)
+    except KafkaException as exc:
+        raise StackDownError(
+            f"Kafka is not reachable at {settings.kafka_bootstrap_servers}. "
+            "Start the stack: finpipe up"
+        ) from exc
+
+
+# --- the local stack -------------------------------------------------------------------------
 @app.command()
 def up() -> None:
     """Start Kafka and PostgreSQL, create topics, apply migrations (idempotent)."""
     settings = get_settings()
-    report = stack.up(settings)
-    for change in report.changes:
-        typer.echo(f"  {change}")
-    if not report.changes:
-        typer.echo("  already up; nothing changed")
-    typer.echo(
-        f"up in {report.total_seconds:.1f} s (Kafka ready after {report.kafka_ready_seconds:.1f} s)"
-    )
-    _print_status()
+    result = stack.up(settings)
+    for change in result.changes:
+        console.print(f"  {change}")
+    if not result.changes:
+        console.print("  already up; nothing changed")
+    console.print(f"up in {result.total_seconds:.1f} s "
+                  f"(Kafka ready after {result.kafka_ready_seconds:.1f} s)")
+    _print_services(settings)
 
 
 @app.command()
 def down() -> None:
     """Stop every process finpipe started (workers, Dagster, Kafka, PostgreSQL)."""
     stopped = stack.down(get_settings())
-    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @app.command()
 def status() -> None:
-    """Show what runs where."""
-    _print_status()
+    """Services, per-symbol progress and consumer lag."""
+    settings = get_settings()
+    _print_services(settings)
+    services = stack.status(settings)
+    if not services["postgres"].startswith("running"):
+        raise StackDownError("PostgreSQL is not running. Start the stack: finpipe up")
+    rows = report.symbol_summaries(settings)
+    table = Table(title="symbols")
+    for column in ("symbol", "first", "last", "bars", "close", "RSI 14", "MACD", "status",
+                   "open tasks"):
+        table.add_column(column, justify="right" if column not in ("symbol", "status") else "left")
+    for r in rows:
+        table.add_row(r.symbol, str(r.first_date or "-"), str(r.last_date or "-"), f"{r.bars:,}",
+                      _num(r.last_close), _num(r.rsi_14), _num(r.macd), r.status,
+                      str(r.tasks_open))
+    console.print(table)
+    if services["kafka"].startswith("running"):
+        for group, topic in ((settings.agent_group, settings.tasks_topic),
+                             (settings.processor_group, settings.data_topic)):
+            lag = report.consumer_lag(settings, group, topic)
+            console.print(f"lag {group} on {topic}: {sum(lag.values()):,} messages")
 
 
-def _print_status() -> None:
-    for component, state in stack.status(get_settings()).items():
-        typer.echo(f"{component:>12}: {state}")
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _print_services(settings: Settings) -> None:
+    for component, state in stack.status(settings).items():
+        console.print(f"{component:>14}: {state}")
+
+
+# --- workers ---------------------------------------------------------------------------------
+def _worker_process(settings: Settings, name: str) -> ManagedProcess:
+    return ManagedProcess(name, paths.run_dir(settings), paths.log_dir(settings))
+
+
+@workers_app.command("start")
+def workers_start(
+    agents: int = typer.Option(1, min=0, max=12), processors: int = typer.Option(1, min=0, max=12)
+) -> None:
+    """Start agents and processors in the background (logs under the state dir)."""
+    settings = get_settings()
+    _require_kafka(settings)
+    started = start_workers(settings, agents, processors)
+    console.print(f"started: {', '.join(started) or 'nothing (already running)'}")
+
+
+def start_workers(settings: Settings, agents: int, processors: int) -> list[str]:
+    """Start the missing ``agent-N``/``processor-N`` processes; return the names started."""
+    started = []
+    for kind, count in (("agent", agents), ("processor", processors)):
+        for i in range(1, count + 1):
+            proc = _worker_process(settings, f"{kind}-{i}")
+            if proc.running():
+                continue
+            # Each worker gets its own health/metrics port (0: any free port).
+            proc.start([sys.executable, "-m", f"workers.{kind}"], env=_worker_env(),
+                       cwd=paths.REPO_ROOT)
+            started.append(proc.name)
+    return started
+
+
+def _worker_env() -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env.setdefault("FINPIPE_HEALTH_PORT", "0")
+    env.setdefault("FINPIPE_METRICS_PORT", "0")
+    return env
+
+
+@workers_app.command("stop")
+def workers_stop() -> None:
+    """Stop the local agents and processors (they finish their batch first)."""
+    settings = get_settings()
+    stopped = [p.name for p in stack.stack.managed_processes(settings)
+               if p.name.startswith(("agent-", "processor-")) and p.stop(timeout=60)]
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+# --- charts ----------------------------------------------------------------------------------
+CHARTS_DIR = Path("out/charts")
+
+
+@app.command()
+def chart(
+    symbol: str, out: Path = typer.Option(CHARTS_DIR, help="Output folder.")  # noqa: B008
+) -> None:
+    """Write SYMBOL's chart (price with Bollinger bands, RSI, MACD) as a PNG."""
+    contracts.validate_symbol(symbol)
+    path = report.render_chart(get_settings(), symbol, out)
+    console.print(f"wrote {path}")
+
+
+# --- dead letters ----------------------------------------------------------------------------
+def _read_dlq(settings: Settings, limit: int | None = None) -> list:
+    _require_kafka(settings)
+    consumer = Consumer(consumer_config(settings, "finpipe-cli-dlq-reader",
+                                        **{"enable.partition.eof": True}))
+    topic = settings.dlq_topic
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, -2) for p in partitions])  # -2: beginning
+    records, finished = [], set()
+    deadline = time.monotonic() + 30
+    try:
+        while len(finished) < len(partitions) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                finished.add(msg.partition())
+                continue
+            records.append(msg)
+    finally:
+        consumer.close()
+    records.sort(key=lambda m: m.timestamp()[1])
+    return records[-limit:] if limit else records
+
+
+@dlq_app.command("list")
+def dlq_list(limit: int = typer.Option(20, help="Newest N records.")) -> None:
+    """Dead letters: where each came from and why it failed."""
+    settings = get_settings()
+    records = _read_dlq(settings, limit)
+    table = Table(title=f"{settings.dlq_topic} (newest {limit})")
+    for column in ("key", "from", "error", "reason"):
+        table.add_column(column)
+    for m in records:
+        h = contracts.parse_dlq_headers(m.headers())
+        origin = (f"{h.get(contracts.DLQ_HEADER_TOPIC, '?')}"
+                  f"[{h.get(contracts.DLQ_HEADER_PARTITION)}]@{h.get(contracts.DLQ_HEADER_OFFSET)}")
+        key = (m.key() or b"").decode("utf-8", "replace")
+        table.add_row(key, origin, h.get(contracts.DLQ_HEADER_ERROR_CLASS, "?"),
+                      h.get(contracts.DLQ_HEADER_ERROR, "")[:120])
+    console.print(table)
+    if not records:
+        console.print("no dead letters")
+
+
+@dlq_app.command("replay")
+def dlq_replay(symbol: str = typer.Option(..., help="Replay this symbol's dead letters.")
+               ) -> None:
+    """Send SYMBOL's dead letters back to their topics (after fixing their cause) and unpark it.
+
+    Replays are safe to repeat: stored bars equal to the replayed ones are skipped and a
+    re-fetched task only rewrites what changed.
+    """
+    from workers.processor.parking import unpark
+
+    settings = get_settings()
+    contracts.validate_symbol(symbol)
+    records = [m for m in _read_dlq(settings) if m.key() == symbol.encode()]
+    producer = Producer(producer_config(settings))
+    for m in records:
+        topic = contracts.parse_dlq_headers(m.headers()).get(contracts.DLQ_HEADER_TOPIC)
+        if topic in (settings.tasks_topic, settings.data_topic):
+            producer.produce(topic, key=m.key(), value=m.value(),
+                             headers=[("finpipe.replayed_from", f"dlq@{m.offset()}".encode())])
+    if producer.flush(30) > 0:
+        raise StackDownError("could not deliver the replayed messages; nothing was unparked")
+    held = unpark(settings, symbol)
+    console.print(f"replayed {len(records)} dead letters of {symbol}; "
+                  f"applied {held} held messages")
+
+
+@app.command("unpark")
+def unpark_command(symbol: str) -> None:
+    """Resume a parked SYMBOL without its dead letters: apply its held messages in order."""
+    from workers.processor.parking import unpark
+
+    contracts.validate_symbol(symbol)
+    applied = unpark(get_settings(), symbol)
+    console.print(f"{symbol}: applied {applied} held messages")
+
+
+# --- symbols ---------------------------------------------------------------------------------
+def _universe_file(settings: Settings) -> Path:
+    if settings.universe in ("default", "sample"):
+        raise StackDownError(
+            f"the universe is the built-in {settings.universe!r} list; to edit symbols, copy it "
+            "to a file (finpipe symbols export universe.csv) and set FINPIPE_UNIVERSE to its path"
+        )
+    return Path(settings.universe).expanduser()
+
+
+def _sync(settings: Settings) -> None:
+    from workers.universe import load_universe, sync_universe
+
+    conn = connect(settings)
+    try:
+        sync_universe(conn, load_universe(settings.universe))
+    finally:
+        conn.close()
+
+
+@symbols_app.command("list")
+def symbols_list() -> None:
+    """The symbols of the configured universe (FINPIPE_UNIVERSE)."""
+    from workers.universe import load_universe
+
+    settings = get_settings()
+    for entry in load_universe(settings.universe):
+        console.print(f"{entry.symbol:<10} {entry.name}")
+
+
+@symbols_app.command("export")
+def symbols_export(path: Path) -> None:
+    """Write the configured universe to PATH (then set FINPIPE_UNIVERSE=PATH to edit it)."""
+    from workers.universe import load_universe
+
+    entries = load_universe(get_settings().universe)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["symbol", "name"])
+        writer.writerows([e.symbol, e.name] for e in entries)
+    console.print(f"wrote {len(entries)} symbols to {path}")
+
+
+@symbols_app.command("add")
+def symbols_add(symbol: str, name: str = typer.Option("", help="Company name.")) -> None:
+    """Add SYMBOL to the universe file and the database (requested from the next run on)."""
+    from workers.universe import load_universe
+
+    settings = get_settings()
+    contracts.validate_symbol(symbol)
+    path = _universe_file(settings)
+    if symbol in {e.symbol for e in load_universe(str(path))}:
+        console.print(f"{symbol} is already in {path}")
+        return
+    with path.open("a", newline="") as f:
+        csv.writer(f).writerow([symbol, name or symbol])
+    load_universe(str(path))  # validates the whole file again before it is used
+    _sync(settings)
+    console.print(f"added {symbol} to {path}")
+
+
+@symbols_app.command("remove")
+def symbols_remove(symbol: str) -> None:
+    """Remove SYMBOL from the universe file; its stored data stays, it is no longer requested."""
+    from workers.universe import load_universe
+
+    settings = get_settings()
+    contracts.validate_symbol(symbol)
+    path = _universe_file(settings)
+    entries = [e for e in load_universe(str(path)) if e.symbol != symbol]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["symbol", "name"])
+        writer.writerows([e.symbol, e.name] for e in entries)
+    _sync(settings)
+    console.print(f"removed {symbol} from {path}")
 
 
 if __name__ == "__main__":
-    app()
+    run()

@@ -1,0 +1,160 @@
+"""What a user looks at: per-symbol progress, consumer lag, the summary table, charts.
+
+Reads PostgreSQL and Kafka only; shared by the ``finpipe`` CLI, ``make demo`` and the Dagster
+report asset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from workers.db import connect
+from workers.kafka import consumer_config
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class SymbolSummary:
+    symbol: str
+    first_date: dt.date | None
+    last_date: dt.date | None
+    bars: int
+    last_close: float | None
+    rsi_14: float | None
+    macd: float | None
+    status: str
+    tasks_open: int
+
+
+def symbol_summaries(settings: Settings, symbols: list[str] | None = None) -> list[SymbolSummary]:
+    """One row per active symbol (or per ``symbols``): stored range, latest values, status."""
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                """
+                SELECT s.symbol, p.first_date, p.last_date, coalesce(p.bars, 0),
+                       lp.close, li.rsi_14, li.macd, coalesce(st.status, 'ok'),
+                       (SELECT count(*) FROM tasks t WHERE t.symbol = s.symbol
+                          AND t.status IN ('pending', 'published', 'fetched'))
+                  FROM symbols s
+                  LEFT JOIN symbol_state st USING (symbol)
+                  LEFT JOIN LATERAL (SELECT min(date) AS first_date, max(date) AS last_date,
+                                            count(*) AS bars
+                                       FROM prices WHERE symbol = s.symbol) p ON true
+                  LEFT JOIN prices lp ON lp.symbol = s.symbol AND lp.date = p.last_date
+                  LEFT JOIN indicators li ON li.symbol = s.symbol AND li.date = p.last_date
+                 WHERE (%(symbols)s::text[] IS NULL AND s.active) OR s.symbol = ANY(%(symbols)s)
+                 ORDER BY s.symbol
+                """,
+                {"symbols": symbols},
+            )
+            return [SymbolSummary(*row) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """Partition -> messages between the group's committed offset and the high watermark."""
+    consumer = Consumer(consumer_config(settings, group))
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        committed = consumer.committed(partitions, timeout=10)
+        lag = {}
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            start = tp.offset if tp.offset >= 0 else low
+            lag[tp.partition] = max(0, high - start)
+        return lag
+    finally:
+        consumer.close()
+
+
+def expected_bars(settings: Settings) -> int:
+    """Bars the finished tasks announced (each ``ok`` chunk's count) plus open tasks' ranges
+    in sessions: the denominator of a progress bar."""
+    from workers.calendar import trading_days
+
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT start_date, end_date FROM tasks "
+                        "WHERE status IN ('pending', 'published', 'fetched')")
+            open_sessions = sum(len(trading_days(a, b)) for a, b in cur.fetchall())
+            cur.execute("SELECT coalesce(sum(bars), 0) FROM tasks WHERE status = 'done'")
+            return int(cur.fetchone()[0]) + open_sessions
+    finally:
+        conn.close()
+
+
+def stored_bars(settings: Settings) -> int:
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM prices")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
+    """A PNG with price and Bollinger bands, RSI and MACD panels; return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT p.date, p.close, p.splits, i.bb_upper, i.bb_middle, i.bb_lower, "
+                "i.rsi_14, i.macd, i.macd_signal, i.macd_hist FROM prices p "
+                "JOIN indicators i USING (symbol, date) WHERE p.symbol = %s ORDER BY p.date",
+                (symbol,),
+            )
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    if not rows:
+        raise LookupError(f"no stored bars for {symbol}; run a backfill first")
+    dates = [r[0] for r in rows]
+    cols = np.array([[np.nan if v is None else v for v in r[1:]] for r in rows], dtype=float).T
+    close, splits = cols[0], cols[1]
+    # Indicators run on split-adjusted prices; plot the close on the same basis.
+    factor = np.ones(len(close))
+    for i in np.flatnonzero((splits > 0) & (splits != 1)):
+        factor[:i] *= splits[i]
+    close = close / factor
+
+    fig, (ax_price, ax_rsi, ax_macd) = plt.subplots(
+        3, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1, 1]}
+    )
+    ax_price.plot(dates, close, color="black", linewidth=0.8, label="close (split-adjusted)")
+    ax_price.plot(dates, cols[3], color="tab:blue", linewidth=0.6, label="Bollinger middle")
+    ax_price.fill_between(dates, cols[4], cols[2], color="tab:blue", alpha=0.15,
+                          label="Bollinger bands (20, 2)")
+    ax_price.set_title(f"{symbol}: {dates[0]} to {dates[-1]}, {len(dates):,} bars")
+    ax_price.legend(loc="upper left", fontsize=8)
+    ax_rsi.plot(dates, cols[5], color="tab:purple", linewidth=0.7)
+    ax_rsi.axhline(70, color="grey", linewidth=0.5, linestyle="--")
+    ax_rsi.axhline(30, color="grey", linewidth=0.5, linestyle="--")
+    ax_rsi.set_ylim(0, 100)
+    ax_rsi.set_ylabel("RSI 14")
+    ax_macd.plot(dates, cols[6], color="tab:blue", linewidth=0.7, label="MACD")
+    ax_macd.plot(dates, cols[7], color="tab:orange", linewidth=0.7, label="signal")
+    ax_macd.bar(dates, np.nan_to_num(cols[8]), color="grey", width=1.0, label="histogram")
+    ax_macd.set_ylabel("MACD 12/26/9")
+    ax_macd.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{symbol}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
