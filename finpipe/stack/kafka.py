@@ -3,22 +3,34 @@
 Kafka is not packaged on PyPI or Debian here; ``mvn dependency:copy-dependencies`` on
 ``infra/kafka/pom.xml`` fetches the broker jars once into a cache outside the repo. One node
 (broker and controller in one process) serves development and tests; three nodes on other
-ports and data dirs serve the fault tests.
+ports and data dirs serve the fault tests. A separate node that requires SASL/SCRAM (ACLs
+enforced, optionally TLS) serves the security tests (``sasl_node_up``/``sasl_node_down``).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from finpipe.stack import paths
 from finpipe.stack.processes import ManagedProcess, port_open, wait_until
@@ -318,3 +330,318 @@ def cluster_down(settings: Settings, size: int = 3) -> list[str]:
     for node in nodes:
         node.process(settings).signal(signal.SIGTERM)
     return [n.name for n in nodes if n.stop(settings)]
+
+
+# --- SASL/SCRAM node (security tests) ----------------------------------------------------------
+# A separate single KRaft node whose client listener requires SASL_PLAINTEXT with SCRAM-SHA-512
+# (and, optionally, a SASL_SSL listener with a self-signed certificate made by the JDK's
+# keytool), with ACLs enforced by KRaft's StandardAuthorizer. SCRAM credentials live in the
+# cluster metadata; they are added when the storage is formatted (``--add-scram``), so every
+# ``sasl_node_up`` formats a fresh node with credentials from the environment or generated for
+# that start. Nothing here is used by the development broker, whose behaviour is unchanged.
+
+SASL_NODE_NAME = "kafka-sasl"
+SASL_MECHANISM = "SCRAM-SHA-512"
+SASL_ADMIN_USER = "finpipe-admin"
+# Admin (super user, inter-broker and controller) password; generated per start when unset.
+SASL_ADMIN_PASSWORD_ENV = "FINPIPE_KAFKA_SASL_ADMIN_PASSWORD"
+# Port offsets from ``kafka_cluster_base_port`` (the 3-broker cluster uses +1..+13).
+SASL_BROKER_PORT_OFFSET = 50
+SASL_CONTROLLER_PORT_OFFSET = 51
+SASL_TLS_PORT_OFFSET = 52
+# User names and passwords go into --add-scram and JAAS strings: keep them to characters that
+# need no quoting in either.
+_CREDENTIAL_RE = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+_ADMIN_SECRET_FILE = "admin.secret"
+
+
+def _check_credential(kind: str, value: str) -> str:
+    if not _CREDENTIAL_RE.fullmatch(value):
+        raise ValueError(
+            f"SASL {kind} must match {_CREDENTIAL_RE.pattern} (got {len(value)} characters)"
+        )
+    return value
+
+
+def _jaas(module: str, **options: str) -> str:
+    values = " ".join(f'{k}="{v}"' for k, v in options.items())
+    return f"{module} required {values};"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only (the file holds credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+@dataclass(frozen=True)
+class SaslKafkaNode(KafkaNode):
+    """A KRaft node whose clients must authenticate with SCRAM-SHA-512 (ACLs enforced).
+
+    The controller listener uses SASL PLAIN with the admin's static credentials (SCRAM cannot
+    authenticate the controller quorum before the metadata holding the credentials is read).
+    """
+
+    admin_user: str = SASL_ADMIN_USER
+    admin_password: str = field(default="", repr=False)
+    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    tls_port: int | None = None
+    keystore_password: str = field(default="", repr=False)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def keystore(self) -> Path:
+        return self.tls_dir / "broker.p12"
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM of the broker's self-signed certificate: the trust anchor for TLS clients."""
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def tls_bootstrap(self) -> str | None:
+        return f"{self.host}:{self.tls_port}" if self.tls_port else None
+
+    def server_properties(self) -> str:
+        replaced = ("listeners=", "advertised.listeners=", "inter.broker.listener.name=",
+                    "listener.security.protocol.map=")
+        common = [line for line in super().server_properties().splitlines()
+                  if line and not line.startswith(replaced)]
+        listeners = [f"SASL_PLAINTEXT://{self.host}:{self.broker_port}"]
+        protocols = ["CONTROLLER:SASL_PLAINTEXT", "SASL_PLAINTEXT:SASL_PLAINTEXT"]
+        if self.tls_port:
+            listeners.append(f"SASL_SSL://{self.host}:{self.tls_port}")
+            protocols.append("SASL_SSL:SASL_SSL")
+        admin = {"username": self.admin_user, "password": self.admin_password}
+        scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain_login = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        lines = [
+            *common,
+            f"listeners={','.join(listeners)},CONTROLLER://{self.host}:{self.controller_port}",
+            f"advertised.listeners={','.join(listeners)}",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            f"listener.security.protocol.map={','.join(protocols)}",
+            f"sasl.enabled.mechanisms={SASL_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config="
+            + _jaas(plain_login, **admin, **{f"user_{self.admin_user}": self.admin_password}),
+            f"listener.name.sasl_plaintext.{SASL_MECHANISM.lower()}.sasl.jaas.config="
+            + _jaas(scram_login, **admin),
+            # Authorisation: nothing is allowed without an ACL, except to the admin.
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{self.admin_user}",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+        if self.tls_port:
+            lines += [
+                f"listener.name.sasl_ssl.{SASL_MECHANISM.lower()}.sasl.jaas.config="
+                + _jaas(scram_login, **admin),
+                f"ssl.keystore.location={self.keystore}",
+                "ssl.keystore.type=PKCS12",
+                f"ssl.keystore.password={self.keystore_password}",
+                f"ssl.key.password={self.keystore_password}",
+            ]
+        return "\n".join([*lines, ""])
+
+    def ensure_formatted(self, settings: Settings, cluster_id: str) -> bool:
+        """Write the config (owner-readable only) and format the storage with the SCRAM
+        credentials of the admin and every user; always a fresh format."""
+        shutil.rmtree(self.home / "data", ignore_errors=True)
+        _write_private(self.home / "server.properties", self.server_properties())
+        (self.home / "log4j2.properties").write_text(LOG4J_CONFIG)
+        scram = []
+        for name, password in ((self.admin_user, self.admin_password), *self.users):
+            scram += ["--add-scram",
+                      f"{SASL_MECHANISM}=[name={name},password={password}]"]
+        result = subprocess.run(
+            self._java(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                       "-c", str(self.home / "server.properties"), *scram),
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:  # the output never echoes the passwords
+            raise RuntimeError(f"formatting {self.name} failed: {result.stdout}{result.stderr}")
+        return True
+
+    def make_keystore(self) -> None:
+        """A self-signed certificate for 127.0.0.1/localhost in a PKCS12 keystore (keytool,
+        no network), and its PEM for clients."""
+        shutil.rmtree(self.tls_dir, ignore_errors=True)
+        self.tls_dir.mkdir(parents=True, mode=0o700)
+        common = ["-storepass", self.keystore_password, "-keystore", str(self.keystore)]
+        subprocess.run(
+            ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+             "-validity", "7", "-dname", f"CN={self.host}", "-storetype", "PKCS12",
+             "-ext", f"SAN=IP:{self.host},DNS:localhost", "-keypass", self.keystore_password,
+             "-noprompt", *common],
+            check=True, capture_output=True,
+        )
+        subprocess.run(
+            ["keytool", "-exportcert", "-rfc", "-alias", "broker", "-file", str(self.ca_file),
+             *common],
+            check=True, capture_output=True,
+        )
+
+    def admin_config(self) -> dict[str, str]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": SASL_MECHANISM,
+            "sasl.username": self.admin_user,
+            "sasl.password": self.admin_password,
+        }
+
+    def wait_ready(self, settings: Settings, timeout: float = 90.0) -> float:
+        proc = self.process(settings)
+
+        def ready() -> bool:
+            if not proc.running():
+                raise RuntimeError(f"{self.name} exited; see {proc.log_file}")
+            if not port_open(self.host, self.broker_port):
+                return False
+            admin = AdminClient({**self.admin_config(), "log_level": 0})
+            try:
+                metadata = admin.list_topics(timeout=2)
+                return any(b.id == self.node_id for b in metadata.brokers.values())
+            except Exception:
+                return False
+
+        return wait_until(ready, timeout, interval=0.5, what=f"{self.name} ready")
+
+
+def _sasl_home(settings: Settings) -> Path:
+    return paths.state_dir(settings) / "kafka" / "sasl"
+
+
+def kafka_sasl_node(
+    settings: Settings,
+    users: dict[str, str] | None = None,
+    *,
+    admin_password: str | None = None,
+    tls: bool = False,
+) -> SaslKafkaNode:
+    """The SASL node's layout: broker on base+50, controller base+51, SASL_SSL base+52.
+
+    Without ``admin_password``, the one saved by the last ``sasl_node_up`` is used.
+    """
+    host = "127.0.0.1"
+    base = settings.kafka_cluster_base_port
+    home = _sasl_home(settings)
+    if admin_password is None:
+        secret = home / _ADMIN_SECRET_FILE
+        admin_password = secret.read_text().strip() if secret.exists() else ""
+    controller_port = base + SASL_CONTROLLER_PORT_OFFSET
+    return SaslKafkaNode(
+        node_id=1,
+        host=host,
+        broker_port=base + SASL_BROKER_PORT_OFFSET,
+        controller_port=controller_port,
+        home=home,
+        voters=f"1@{host}:{controller_port}",
+        replication=1,
+        heap="384m",
+        name=SASL_NODE_NAME,
+        admin_password=admin_password,
+        users=tuple(sorted((users or {}).items())),
+        tls_port=base + SASL_TLS_PORT_OFFSET if tls else None,
+        keystore_password=secrets.token_hex(16) if tls else "",
+    )
+
+
+def sasl_node_up(settings: Settings, users: dict[str, str], *, tls: bool = False) -> str:
+    """Start a fresh SASL/SCRAM node whose SCRAM users are ``users`` (name -> password) plus
+    the admin; return its SASL_PLAINTEXT bootstrap servers.
+
+    A node already running is stopped first: credentials can only be added at format time.
+    The admin password comes from ``FINPIPE_KAFKA_SASL_ADMIN_PASSWORD`` or is generated, and
+    is kept (mode 0600) in the node's directory for ``sasl_admin_config``.
+
+    :param tls: also listen with SASL_SSL on base+52 (self-signed certificate; clients trust
+        ``sasl_ca_file(settings)``).
+    """
+    for name, password in users.items():
+        _check_credential("user name", name)
+        _check_credential(f"password of {name}", password)
+    if SASL_ADMIN_USER in users:
+        raise ValueError(f"{SASL_ADMIN_USER} is the node's admin; choose another user name")
+    admin_password = os.environ.get(SASL_ADMIN_PASSWORD_ENV) or secrets.token_urlsafe(24)
+    _check_credential("admin password", admin_password)
+    sasl_node_down(settings)
+    node = kafka_sasl_node(settings, users, admin_password=admin_password, tls=tls)
+    node.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(node.home, 0o700)
+    _write_private(node.home / _ADMIN_SECRET_FILE, admin_password + "\n")
+    if tls:
+        node.make_keystore()
+    else:
+        shutil.rmtree(node.tls_dir, ignore_errors=True)
+    node.ensure_formatted(settings, _new_cluster_id())
+    node.start(settings)
+    node.wait_ready(settings)
+    return node.bootstrap
+
+
+def sasl_node_down(settings: Settings) -> bool:
+    """Stop the SASL node; True if it was running. Its data stays until the next start."""
+    return kafka_sasl_node(settings).stop(settings)
+
+
+def sasl_admin_config(settings: Settings) -> dict[str, str]:
+    """librdkafka settings of the SASL node's admin (super user) on its SASL_PLAINTEXT port."""
+    node = kafka_sasl_node(settings)
+    if not node.admin_password:
+        raise RuntimeError(f"{SASL_NODE_NAME} has not been started (no admin credentials)")
+    return node.admin_config()
+
+
+def sasl_ca_file(settings: Settings) -> Path:
+    """The SASL node's self-signed certificate (PEM), after ``sasl_node_up(..., tls=True)``."""
+    return kafka_sasl_node(settings).ca_file
+
+
+def sasl_tls_bootstrap(settings: Settings) -> str:
+    host, port = "127.0.0.1", settings.kafka_cluster_base_port + SASL_TLS_PORT_OFFSET
+    return f"{host}:{port}"
+
+
+def pipeline_acls(
+    settings: Settings, *, manager: str, agent: str, processor: str
+) -> list[AclBinding]:
+    """The ACLs each finpipe process needs on ``settings``' topics and groups, nothing more.
+
+    - manager (outbox): write tasks.
+    - agent: read tasks in its group, write bars and dead letters, in transactions whose ids
+      start with ``<agent_group>-`` (workers/agent/main.py).
+    - processor: read bars in its group, write dead letters.
+    """
+    def allow(kind: ResourceType, name: str, user: str, op: AclOperation,
+              pattern: ResourcePatternType = ResourcePatternType.LITERAL) -> AclBinding:
+        return AclBinding(kind, name, pattern, f"User:{user}", "*", op, AclPermissionType.ALLOW)
+
+    topic, group, txn = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
+    read, write = AclOperation.READ, AclOperation.WRITE
+    return [
+        allow(topic, settings.tasks_topic, manager, write),
+        allow(topic, settings.tasks_topic, agent, read),
+        allow(group, settings.agent_group, agent, read),
+        allow(topic, settings.data_topic, agent, write),
+        allow(topic, settings.dlq_topic, agent, write),
+        allow(txn, f"{settings.agent_group}-", agent, write, ResourcePatternType.PREFIXED),
+        allow(topic, settings.data_topic, processor, read),
+        allow(group, settings.processor_group, processor, read),
+        allow(topic, settings.dlq_topic, processor, write),
+    ]
+
+
+def create_acls(admin_config: dict[str, str], bindings: list[AclBinding]) -> None:
+    """Create ``bindings`` with an admin client (idempotent on the broker side)."""
+    admin = AdminClient(admin_config)
+    for future in admin.create_acls(bindings, request_timeout=30).values():
+        future.result()

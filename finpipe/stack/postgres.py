@@ -135,16 +135,25 @@ class PostgresCluster:
         return conn
 
     def ensure_role_and_databases(self) -> list[str]:
-        """Create the finpipe role and its databases if missing; return what was created."""
+        """Create the finpipe role (LOGIN CREATEROLE) and its databases if missing, and give an
+        existing role CREATEROLE; return what was created or changed."""
         created = []
         s = self.settings
         conn = self.admin_connection()
         # No `with conn`: psycopg2 would open a transaction, and CREATE DATABASE refuses one.
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (s.pg_user,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(s.pg_user)))
+            cur.execute("SELECT rolcreaterole FROM pg_roles WHERE rolname = %s", (s.pg_user,))
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(
+                    sql.Identifier(s.pg_user)))
                 created.append(f"role {s.pg_user}")
+            elif not row[0]:
+                # Migration 0003 creates the NOLOGIN group roles (finpipe_manager, ...):
+                # the role that applies migrations needs CREATEROLE for that (see
+                # docs/security.md; a production cluster's admin creates them instead).
+                cur.execute(sql.SQL("ALTER ROLE {} CREATEROLE").format(sql.Identifier(s.pg_user)))
+                created.append(f"CREATEROLE for role {s.pg_user}")
             for db in (s.pg_database, s.pg_dagster_database):
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
                 if cur.fetchone() is None:

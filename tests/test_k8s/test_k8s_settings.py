@@ -160,8 +160,8 @@ def test_scaled_objects_follow_the_consumer_groups(rendered, code_settings, conf
         assert meta["offsetResetPolicy"] == auto_offset_reset
         assert meta["allowIdleConsumers"] == "false"
         # One poll batch of lag per replica: the batch size the worker's code consumes.
-        batch_size = importlib.import_module(f"workers.{worker}.main").BATCH_SIZE
-        assert int(meta["lagThreshold"]) == batch_size
+        per_replica = importlib.import_module(f"workers.{worker}.main").LAG_PER_REPLICA
+        assert int(meta["lagThreshold"]) == per_replica
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
         assert spec["maxReplicaCount"] <= code_settings.topic_partitions
 

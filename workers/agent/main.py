@@ -46,9 +46,14 @@ from workers.sources.ratelimit import RateLimiter
 logger = logging.getLogger(__name__)
 WORKER = "agent"
 
-# Tasks per transaction: small enough that a slow source does not hold a transaction open
-# for long, large enough to amortise the commit.
-BATCH_SIZE = 20
+# Tasks per poll. A transaction commits after at most TRANSACTION_BUDGET_SECONDS of fetching
+# (the rest of the poll goes into the next one), so a fast source amortises commits over many
+# tasks and a slow, rate-limited one never holds a transaction near its timeout.
+BATCH_SIZE = 500
+TRANSACTION_BUDGET_SECONDS = 10.0
+# KEDA's lagThreshold for agents: tasks waiting per replica before another one is added
+# (helm-values/finpipe-workers.yaml; checked by tests/test_k8s).
+LAG_PER_REPLICA = 100
 FETCH_ATTEMPTS = 5
 # Well above the slowest fetch with backoff; the loop keeps polling while it waits anyway.
 MAX_POLL_INTERVAL_MS = 300_000
@@ -145,23 +150,38 @@ class Agent:
         logger.info("revoked partitions=%s", [p.partition for p in partitions])
 
     def _process_batch(self, messages: list[Message]) -> None:
+        pending = list(messages)
+        while pending and not self.stop.is_set():
+            done = self._transaction(pending)
+            if done is None:  # aborted: the consumer was rewound, the rest comes again
+                return
+            pending = pending[done:]
+
+    def _transaction(self, messages: list[Message]) -> int | None:
+        """Handle a prefix of ``messages`` in one transaction; return its length (None if
+        the transaction was aborted)."""
         started = time.perf_counter()
         self.producer.begin_transaction()
         try:
             offsets: dict[tuple[str, int], int] = {}
+            handled = 0
             for msg in messages:
+                handled += 1
                 if msg.error() is not None:
                     self._on_consume_error(msg.error())
                     continue
                 self._handle(msg)
                 offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+                if time.perf_counter() - started > TRANSACTION_BUDGET_SECONDS:
+                    break
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                 self.consumer.consumer_group_metadata(),
             )
             self.producer.commit_transaction()
-            logger.debug("batch tasks=%d seconds=%.3f", len(messages),
+            logger.debug("transaction tasks=%d seconds=%.3f", handled,
                          time.perf_counter() - started)
+            return handled
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             ERRORS.labels(WORKER, error.name()).inc()
@@ -169,6 +189,7 @@ class Agent:
                 raise FatalError(f"fatal Kafka error: {error}") from exc
             logger.warning("transaction aborted error=%s; the batch will be fetched again", error)
             self._abort_and_rewind()
+            return None
 
     def _on_consume_error(self, error: KafkaError) -> None:
         ERRORS.labels(WORKER, error.name()).inc()

@@ -16,11 +16,11 @@ later messages of a parked symbol wait in ``parked_bars`` until it is unparked.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
 import numpy as np
 import psycopg2.extras
 from psycopg2.extensions import connection as Connection
@@ -72,8 +72,11 @@ class SymbolState:
 
     @property
     def stale(self) -> bool:
-        """Saved by another indicator set (or version): only a full recompute can continue."""
-        return self.state is not None and (
+        """History without a usable state (none saved, or saved by another indicator set or
+        version): only a full recompute can continue it."""
+        if self.last_date is None:
+            return False
+        return self.state is None or (
             self.state.get("spec") != _CURRENT["spec"]
             or self.state.get("version") != _CURRENT["version"]
         )
@@ -297,11 +300,12 @@ class BatchWriter:
         )
         stored = {row[0]: row[1:] for row in self.cur.fetchall()}
         for symbol in wanted:
-            last_date, bars_seen, state = stored.get(symbol, (None, 0, None))
+            last_date, bars_seen, blob = stored.get(symbol, (None, 0, None))
+            state = msgspec.msgpack.decode(blob) if blob is not None else None
             self.symbols[symbol] = SymbolState(last_date, bars_seen, state, symbol in parked)
 
     def _save_states(self) -> None:
-        rows = [(s, st.last_date, st.bars_seen, json.dumps(st.state))
+        rows = [(s, st.last_date, st.bars_seen, msgspec.msgpack.encode(st.state))
                 for s, st in self.symbols.items() if s in self._dirty]
         if rows:
             psycopg2.extras.execute_values(

@@ -48,6 +48,8 @@ WORKER = "processor"
 
 # Messages per DB transaction: bigger batches amortise the COPY and commit.
 BATCH_SIZE = 500
+# KEDA's lagThreshold for processors: one poll batch per replica (checked by tests/test_k8s).
+LAG_PER_REPLICA = BATCH_SIZE
 DB_RETRY_ATTEMPTS = 10
 
 

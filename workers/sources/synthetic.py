@@ -1,15 +1,16 @@
 """Deterministic synthetic bars for any symbol: for scale tests and benchmarks.
 
-Each symbol gets its own seeded random walk over the trading calendar from ``ORIGIN``, so the
-bars of a date never depend on which range was asked for. Occasional splits (the raw price
-drops by the ratio on the ex-date) and quarterly dividends make the data as awkward as real
-data.
+Each symbol gets its own seeded random walk over the trading calendar from ``ORIGIN``; a bar
+depends only on the bars before it, so the bars of a date never depend on the range asked
+for. Occasional splits (the raw price drops by the ratio on the ex-date) and quarterly
+dividends make the data as awkward as real data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from bisect import bisect_right
 from functools import lru_cache
 
 import numpy as np
@@ -24,9 +25,8 @@ SPLIT_PROBABILITY = 1 / 5000
 
 
 @lru_cache(maxsize=1)
-def _sessions() -> tuple[list[dt.date], np.ndarray]:
-    days = trading_days(ORIGIN, HORIZON)
-    return days, np.array(days, dtype="datetime64[D]")
+def _sessions() -> list[dt.date]:
+    return trading_days(ORIGIN, HORIZON)
 
 
 def _seed(symbol: str) -> int:
@@ -34,23 +34,29 @@ def _seed(symbol: str) -> int:
 
 
 @lru_cache(maxsize=256)
-def _series(symbol: str) -> RawBars:
-    days, _ = _sessions()
-    n = len(days)
-    rng = np.random.default_rng(_seed(symbol))
-    returns = rng.normal(0.0003, 0.018, n)
-    splits = np.where(rng.random(n) < SPLIT_PROBABILITY, rng.choice([2.0, 3.0, 1.5], n), 0.0)
-    splits[0] = 0.0
-    # Adjusted close follows the walk; the raw close drops by the ratio at each split.
-    adjusted = rng.uniform(20, 300) * np.exp(np.cumsum(returns))
-    later_ratio = np.cumprod(np.where(splits > 0, splits, 1.0)[::-1])[::-1]
-    basis = np.concatenate([later_ratio[1:], [1.0]])  # product of ratios of splits after bar i
-    close = np.round(adjusted * basis, 4)
-    spread = np.abs(rng.normal(0, 0.01, (3, n)))
-    open_ = np.round(close * (1 + rng.normal(0, 0.005, n)), 4)
-    high = np.round(np.maximum(open_, close) * (1 + spread[0]), 4)
-    low = np.round(np.minimum(open_, close) * (1 - spread[1]), 4)
-    volume = np.round(rng.lognormal(13, 0.5, n) / basis)
+def _series(symbol: str, n: int) -> RawBars:
+    """The first ``n`` sessions of ``symbol``.
+
+    Every random quantity has its own stream (spawned from the symbol's seed), and every
+    value depends only on earlier sessions, so the first k bars are the same whatever ``n``
+    is: generating up to the requested end is enough.
+    """
+    days = _sessions()[:n]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(_seed(symbol)).spawn(8)]
+    base = streams[0].uniform(20, 300)
+    returns = streams[1].normal(0.0003, 0.018, n)
+    splits = np.where(streams[2].random(n) < SPLIT_PROBABILITY,
+                      streams[3].choice([2.0, 3.0, 1.5], n), 0.0)
+    if n:
+        splits[0] = 0.0
+    # The continuous (split-adjusted) walk; the raw price drops by the ratio on an ex-date.
+    adjusted = base * np.exp(np.cumsum(returns))
+    shares = np.cumprod(np.where(splits > 0, splits, 1.0))
+    close = np.round(adjusted / shares, 4)
+    open_ = np.round(close * (1 + streams[4].normal(0, 0.005, n)), 4)
+    high = np.round(np.maximum(open_, close) * (1 + np.abs(streams[5].normal(0, 0.01, n))), 4)
+    low = np.round(np.minimum(open_, close) * (1 - np.abs(streams[6].normal(0, 0.01, n))), 4)
+    volume = np.round(streams[7].lognormal(13, 0.5, n) * shares)
     quarter_ends = np.zeros(n, dtype=bool)
     quarter_ends[63::63] = True
     dividends = np.where(quarter_ends, np.round(close * 0.004, 4), 0.0)
@@ -66,4 +72,4 @@ class SyntheticSource:
     def fetch(self, symbol: str, start: dt.date, end: dt.date) -> RawBars:
         if end < ORIGIN or start > HORIZON:
             raise NoDataError(f"synthetic data covers {ORIGIN}..{HORIZON}, not {start}..{end}")
-        return _series(symbol).between(start, end)
+        return _series(symbol, bisect_right(_sessions(), end)).between(start, end)

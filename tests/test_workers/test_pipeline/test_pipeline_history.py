@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
 import numpy as np
 import pytest
 
 from tests.fixtures.pipeline import assert_indicators_exact, table_counts
-from workers.sources.synthetic import SyntheticSource, _series
+from workers.sources.synthetic import SyntheticSource
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,7 @@ D = dt.date
 def _symbol_with_split(after: dt.date, before: dt.date) -> tuple[str, dt.date]:
     """A synthetic symbol with a split between ``after`` and ``before``, and its date."""
     for i in range(500):
-        bars = _series(f"SPL{i}").between(after, before)
+        bars = SyntheticSource().fetch(f"SPL{i}", after, before)
         idx = np.flatnonzero(bars.splits)
         if len(idx):
             return f"SPL{i}", bars.dates[idx[0]]
@@ -97,10 +98,27 @@ def test_state_saved_by_another_indicator_set_triggers_a_recompute(pipeline_fact
     pipe.wait_tasks(pipe.send_tasks([("STALE", D(2012, 1, 1), D(2012, 12, 31))]))
     conn = pipe.connect()
     with conn.cursor() as cur:  # as if an older release with other indicators had saved it
-        cur.execute("UPDATE indicator_state SET state = jsonb_set(state, '{spec}', '\"old\"')")
+        cur.execute("SELECT state FROM indicator_state WHERE symbol = 'STALE'")
+        state = msgspec.msgpack.decode(cur.fetchone()[0])
+        state["spec"] = "old"
+        cur.execute("UPDATE indicator_state SET state = %s WHERE symbol = 'STALE'",
+                    (msgspec.msgpack.encode(state),))
     pipe.wait_tasks(pipe.send_tasks([("STALE", D(2013, 1, 1), D(2013, 6, 30))]))
     expected = SyntheticSource().fetch("STALE", D(2012, 1, 1), D(2013, 6, 30))
     assert assert_indicators_exact(conn, "STALE") == len(expected)
     with conn.cursor() as cur:
-        cur.execute("SELECT state->>'spec' FROM indicator_state WHERE symbol = 'STALE'")
-        assert cur.fetchone()[0] != "old"
+        cur.execute("SELECT state FROM indicator_state WHERE symbol = 'STALE'")
+        assert msgspec.msgpack.decode(cur.fetchone()[0])["spec"] != "old"
+
+
+def test_history_without_a_saved_state_is_recomputed(pipeline_factory):
+    pipe = pipeline_factory(source="synthetic")
+    pipe.start("agent")
+    pipe.start("processor")
+    pipe.wait_tasks(pipe.send_tasks([("NOSTATE", D(2012, 1, 1), D(2012, 12, 31))]))
+    conn = pipe.connect()
+    with conn.cursor() as cur:  # what migration 0003 leaves behind for existing symbols
+        cur.execute("UPDATE indicator_state SET state = NULL")
+    pipe.wait_tasks(pipe.send_tasks([("NOSTATE", D(2013, 1, 1), D(2013, 3, 31))]))
+    expected = SyntheticSource().fetch("NOSTATE", D(2012, 1, 1), D(2013, 3, 31))
+    assert assert_indicators_exact(conn, "NOSTATE") == len(expected)

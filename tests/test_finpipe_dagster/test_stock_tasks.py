@@ -1,0 +1,240 @@
+"""The manager asset end to end: partitions and ranges become tasks on the real broker, once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import psycopg2.extensions
+import pytest
+
+from finpipe_dagster.assets import stock_tasks
+from finpipe_dagster.resources import ManagerResource, default_resources
+from finpipe_dagster.sensors import build_stuck_tasks_sensor
+from workers import outbox
+from workers.contracts import FetchTask
+
+pytestmark = pytest.mark.integration
+
+D = dt.date
+REPO = Path(__file__).resolve().parents[2]
+ReadTopic = Callable[[str], list[FetchTask]]
+
+
+def _materialize(
+    partition: str | tuple[str, str], *, force: bool = False, **manager: object
+) -> dg.ExecuteInProcessResult:
+    resources = default_resources()
+    if manager:
+        resources["manager"] = ManagerResource(**manager)
+    tags = {}
+    key = None
+    if isinstance(partition, tuple):
+        tags = {
+            "dagster/asset_partition_range_start": partition[0],
+            "dagster/asset_partition_range_end": partition[1],
+        }
+    else:
+        key = partition
+    return dg.materialize(
+        [stock_tasks],
+        partition_key=key,
+        tags=tags,
+        resources=resources,
+        run_config={"ops": {"stock_tasks": {"config": {"force": force}}}},
+    )
+
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    """The run's metadata (a range run records the same metadata on each partition)."""
+    events = result.asset_materializations_for_node("stock_tasks")
+    keys = [e.partition for e in events]
+    assert len(set(keys)) == len(keys)
+    meta = {k: v.value for k, v in events[0].metadata.items()}
+    meta["partitions"] = keys
+    return meta
+
+
+def _spans(tasks: list[FetchTask]) -> set[tuple[str, dt.date, dt.date]]:
+    return {(t.symbol, t.start, t.end) for t in tasks}
+
+
+@pytest.fixture
+def manager_env(
+    clean_db: psycopg2.extensions.connection, sample_universe: tuple[str, ...], tasks_topic: str
+) -> tuple[psycopg2.extensions.connection, tuple[str, ...], str]:
+    return clean_db, sample_universe, tasks_topic
+
+
+def test_one_partition_then_rerun(manager_env: tuple, read_topic: ReadTopic) -> None:
+    _db, symbols, topic = manager_env
+    result = _materialize("2010-03-03")
+    meta = _metadata(result)
+    assert meta["tasks_emitted"] == 5 and meta["symbols"] == 5
+    assert (meta["start_date"], meta["end_date"]) == ("2010-03-03", "2010-03-03")
+    tasks = read_topic(topic)
+    assert _spans(tasks) == {(s, D(2010, 3, 3), D(2010, 3, 3)) for s in symbols}
+    assert {t.requested_by for t in tasks} == {result.run_id}
+    assert len(tasks) == 5
+    again = _materialize("2010-03-03")
+    assert _metadata(again)["tasks_emitted"] == 0
+    assert len(read_topic(topic)) == 5
+
+
+def test_partition_range_is_one_run_split_into_bounded_tasks(
+    manager_env: tuple, read_topic: ReadTopic
+) -> None:
+    _db, symbols, topic = manager_env
+    result = _materialize(("2010-03-01", "2010-03-12"), max_sessions_per_task=4)
+    meta = _metadata(result)
+    assert (meta["start_date"], meta["end_date"]) == ("2010-03-01", "2010-03-12")
+    assert meta["partitions"] == [
+        "2010-03-01", "2010-03-02", "2010-03-03", "2010-03-04", "2010-03-05",
+        "2010-03-08", "2010-03-09", "2010-03-10", "2010-03-11", "2010-03-12",
+    ]
+    expected = {
+        (s, a, b)
+        for s in symbols
+        for a, b in [(D(2010, 3, 1), D(2010, 3, 4)), (D(2010, 3, 5), D(2010, 3, 10)),
+                     (D(2010, 3, 11), D(2010, 3, 12))]
+    }
+    assert _spans(read_topic(topic)) == expected and meta["tasks_emitted"] == 15
+    # An older backfill overlapping the stored range emits exactly the older days.
+    older = _materialize(("2010-02-22", "2010-03-05"))
+    assert _metadata(older)["tasks_emitted"] == 5
+    tasks = read_topic(topic)
+    assert len(tasks) == 20
+    assert _spans(tasks) - expected == {(s, D(2010, 2, 22), D(2010, 2, 26)) for s in symbols}
+    assert _metadata(_materialize(("2010-02-22", "2010-03-12")))["tasks_emitted"] == 0
+    assert len(read_topic(topic)) == 20
+
+
+def test_force_refetches_the_range(manager_env: tuple, read_topic: ReadTopic) -> None:
+    _db, _symbols, topic = manager_env
+    _materialize("2010-03-03")
+    forced = _materialize("2010-03-03", force=True)
+    assert _metadata(forced)["tasks_emitted"] == 5
+    tasks = read_topic(topic)
+    assert len(tasks) == 10
+    assert {t.force for t in tasks if t.requested_by == forced.run_id} == {True}
+    assert len({t.task_id for t in tasks}) == 10
+
+
+def test_crash_leaves_pending_tasks_published_once_later(
+    manager_env: tuple, read_topic: ReadTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _symbols, topic = manager_env
+    real_publish = outbox.publish_pending
+
+    def dying_publish(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("process killed after the outbox commit")
+
+    monkeypatch.setattr(outbox, "publish_pending", dying_publish)
+    crashed = dg.materialize(
+        [stock_tasks], partition_key="2010-03-03", resources=default_resources(),
+        raise_on_error=False,
+    )
+    assert not crashed.success
+    monkeypatch.setattr(outbox, "publish_pending", real_publish)
+    with db, db.cursor() as cur:
+        cur.execute("SELECT status, count(*) FROM tasks GROUP BY status")
+        assert cur.fetchall() == [("pending", 5)]
+    assert read_topic(topic) == []
+
+    # The stuck-task sensor leaves them alone until they are older than the timeout ...
+    sensor = build_stuck_tasks_sensor(timeout=dt.timedelta(minutes=10))
+    resources = default_resources()
+    with dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources=resources
+    ) as context:
+        sensor(context)
+    assert read_topic(topic) == []
+    # ... and the next manager run (another day) publishes them with its own tasks.
+    nxt = _materialize("2010-03-04")
+    meta = _metadata(nxt)
+    assert meta["tasks_emitted"] == 5 and meta["earlier_pending_published"] == 5
+    tasks = read_topic(topic)
+    assert len(tasks) == len({t.task_id for t in tasks}) == 10
+    assert {t.requested_by for t in tasks} == {crashed.run_id, nxt.run_id}
+    with db, db.cursor() as cur:
+        cur.execute("SELECT DISTINCT status, attempts FROM tasks")
+        assert cur.fetchall() == [("published", 1)]
+
+
+def test_stuck_sensor_publishes_what_a_crash_left(
+    manager_env: tuple, read_topic: ReadTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _symbols, topic = manager_env
+    monkeypatch.setattr(
+        outbox, "publish_pending", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed"))
+    )
+    assert not dg.materialize(
+        [stock_tasks], partition_key="2010-03-03", resources=default_resources(),
+        raise_on_error=False,
+    ).success
+    with db, db.cursor() as cur:
+        cur.execute("UPDATE tasks SET created_at = now() - interval '1 hour'")
+    sensor = build_stuck_tasks_sensor(timeout=dt.timedelta(minutes=10))
+    instance = dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(instance=instance, resources=default_resources()) as context:
+        result = sensor(context)
+    observations = [e for e in result.asset_events if isinstance(e, dg.AssetObservation)]
+    assert observations[0].metadata["republished_tasks"].value == 5
+    assert len(read_topic(topic)) == 5
+    with dg.build_sensor_context(
+        instance=instance, resources=default_resources(), cursor=result.cursor
+    ) as context:
+        second = sensor(context)
+    assert not second.asset_events
+    assert len(read_topic(topic)) == 5
+
+
+class TestCli:
+    """`dagster asset materialize` in a subprocess, as an operator would run it."""
+
+    def _cli(self, tmp_path: Path, topic: str, *args: str) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(tmp_path),
+            "FINPIPE_UNIVERSE": "sample",
+            "FINPIPE_TASKS_TOPIC": topic,
+        }
+        dagster = Path(sys.executable).with_name("dagster")
+        proc = subprocess.run(
+            [str(dagster), "asset", "materialize", "-m", "finpipe_dagster.definitions",
+             "--select", "stock_tasks", *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    def test_partition_then_range(
+        self,
+        clean_db: psycopg2.extensions.connection,
+        tasks_topic: str,
+        read_topic: ReadTopic,
+        tmp_path: Path,
+    ) -> None:
+        symbols = {"AAPL", "FB", "GOOG", "IBM", "MSFT"}
+        self._cli(tmp_path, tasks_topic, "--partition", "2011-06-15")
+        tasks = read_topic(tasks_topic)
+        assert _spans(tasks) == {(s, D(2011, 6, 15), D(2011, 6, 15)) for s in symbols}
+        self._cli(tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
+        tasks = read_topic(tasks_topic)
+        assert len(tasks) == 15
+        assert _spans(tasks) == {
+            (s, a, b)
+            for s in symbols
+            for a, b in [(D(2011, 6, 15), D(2011, 6, 15)), (D(2011, 6, 13), D(2011, 6, 14)),
+                         (D(2011, 6, 16), D(2011, 6, 17))]
+        }
+        self._cli(tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
+        assert len(read_topic(tasks_topic)) == 15
+        with clean_db, clean_db.cursor() as cur:
+            cur.execute("SELECT count(DISTINCT requested_by), count(*) FROM tasks")
+            assert cur.fetchone() == (2, 15)
