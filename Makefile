@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    install, start Kafka + PostgreSQL, run the main job"
 	@echo "make test    install, start Kafka + PostgreSQL, run ruff and the tests"
+	@echo "make dev     the stack, one agent and one processor, and the Dagster UI (dagster dev)"
 	@echo "make up | down | status    the local stack alone"
 
 system-deps:
@@ -39,8 +40,13 @@ lint: venv
 test: up lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The UI on http://127.0.0.1:3000 (FINPIPE_DAGSTER_PORT to change); `make down` stops it all.
+.PHONY: dev
+dev: up
+	$(BIN)/finpipe dev
+
 demo: up
-	@echo "The stack is up. The full demo (Dagster backfill of the sample universe) is being built."
+	$(BIN)/finpipe demo
 
 clean: down
 	rm -rf .state

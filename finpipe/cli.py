@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ from workers.db import connect
 from workers.exceptions import ContractError
 from workers.kafka import consumer_config, producer_config
 from workers.settings import Settings, get_settings
+from workers.universe import UniverseEntry, UniverseError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -53,7 +57,7 @@ def run() -> None:
     """Entry point: errors a user can act on are printed in plain words, without a traceback."""
     try:
         app()
-    except (StackDownError, ContractError, LookupError) as exc:
+    except (StackDownError, ContractError, UniverseError, LookupError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
     except psycopg2.OperationalError as exc:
@@ -129,6 +133,26 @@ def _print_services(settings: Settings) -> None:
         console.print(f"{component:>14}: {state}")
 
 
+# --- the main job ----------------------------------------------------------------------------
+DEMO_DIR = Path("out/demo")
+
+
+@app.command()
+def demo(out: Path = typer.Option(DEMO_DIR, help="Output folder.")) -> None:  # noqa: B008
+    """The main job: backfill the offline sample universe through Dagster, Kafka and the
+    workers, then print a summary and draw a chart per symbol."""
+    from finpipe.demo import run_demo
+
+    result = run_demo(get_settings(), out, console)
+    console.print(f"\n[bold]done[/bold] in {result.seconds:.0f} s: {result.days_complete:,} of "
+                  f"{result.days_expected:,} trading days complete, "
+                  f"{result.tasks_emitted} tasks emitted by this run")
+    console.print(f"summary: {result.summary_csv}")
+    console.print(f"charts:  {out / 'charts'}/ ({len(result.charts)} PNG files)")
+    console.print("status:  finpipe status    UI: make dev (http://127.0.0.1:3000)    "
+                  "stop everything: make down")
+
+
 # --- workers ---------------------------------------------------------------------------------
 def _worker_process(settings: Settings, name: str) -> ManagedProcess:
     return ManagedProcess(name, paths.run_dir(settings), paths.log_dir(settings))
@@ -145,27 +169,34 @@ def workers_start(
     console.print(f"started: {', '.join(started) or 'nothing (already running)'}")
 
 
+def worker_names(settings: Settings, kind: str, count: int) -> list[str]:
+    """``agent-<tag>-N``: the tag names the topics and database the workers serve, so
+    differently configured workers (a test's private topics) never share a pid file."""
+    key = f"{settings.tasks_topic}|{settings.data_topic}|{settings.pg_database}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:6]
+    return [f"{kind}-{tag}-{i}" for i in range(1, count + 1)]
+
+
 def start_workers(settings: Settings, agents: int, processors: int) -> list[str]:
-    """Start the missing ``agent-N``/``processor-N`` processes; return the names started."""
+    """Start the missing agents and processors for ``settings``; return the names started."""
     started = []
     for kind, count in (("agent", agents), ("processor", processors)):
-        for i in range(1, count + 1):
-            proc = _worker_process(settings, f"{kind}-{i}")
+        for name in worker_names(settings, kind, count):
+            proc = _worker_process(settings, name)
             if proc.running():
                 continue
             # Each worker gets its own health/metrics port (0: any free port).
-            proc.start([sys.executable, "-m", f"workers.{kind}"], env=_worker_env(),
+            proc.start([sys.executable, "-m", f"workers.{kind}"], env=_worker_env(settings),
                        cwd=paths.REPO_ROOT)
             started.append(proc.name)
     return started
 
 
-def _worker_env() -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    env.setdefault("FINPIPE_HEALTH_PORT", "0")
-    env.setdefault("FINPIPE_METRICS_PORT", "0")
+def _worker_env(settings: Settings) -> dict[str, str]:
+    """The environment plus every setting, so a worker serves what we serve."""
+    env = {**os.environ, **settings.to_env(include_secrets=True)}
+    # Several local workers: each takes any free health and metrics port.
+    env["FINPIPE_HEALTH_PORT"] = env["FINPIPE_METRICS_PORT"] = "0"
     return env
 
 
@@ -293,6 +324,18 @@ def _sync(settings: Settings) -> None:
         conn.close()
 
 
+def _write_universe(path: Path, entries: list[UniverseEntry]) -> None:
+    """Write ``entries`` to ``path`` only if the result parses: a bad name never lands."""
+    from workers.universe import parse_universe
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["symbol", "name"])
+    writer.writerows([e.symbol, e.name] for e in entries)
+    parse_universe(buffer.getvalue(), source=str(path))  # raises UniverseError, file untouched
+    path.write_text(buffer.getvalue())
+
+
 @symbols_app.command("list")
 def symbols_list() -> None:
     """The symbols of the configured universe (FINPIPE_UNIVERSE)."""
@@ -309,10 +352,7 @@ def symbols_export(path: Path) -> None:
     from workers.universe import load_universe
 
     entries = load_universe(get_settings().universe)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["symbol", "name"])
-        writer.writerows([e.symbol, e.name] for e in entries)
+    _write_universe(path, entries)
     console.print(f"wrote {len(entries)} symbols to {path}")
 
 
@@ -327,9 +367,7 @@ def symbols_add(symbol: str, name: str = typer.Option("", help="Company name."))
     if symbol in {e.symbol for e in load_universe(str(path))}:
         console.print(f"{symbol} is already in {path}")
         return
-    with path.open("a", newline="") as f:
-        csv.writer(f).writerow([symbol, name or symbol])
-    load_universe(str(path))  # validates the whole file again before it is used
+    _write_universe(path, [*load_universe(str(path)), UniverseEntry(symbol, name or symbol)])
     _sync(settings)
     console.print(f"added {symbol} to {path}")
 
@@ -342,14 +380,13 @@ def symbols_remove(symbol: str) -> None:
     settings = get_settings()
     contracts.validate_symbol(symbol)
     path = _universe_file(settings)
-    entries = [e for e in load_universe(str(path)) if e.symbol != symbol]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["symbol", "name"])
-        writer.writerows([e.symbol, e.name] for e in entries)
+    _write_universe(path, [e for e in load_universe(str(path)) if e.symbol != symbol])
     _sync(settings)
     console.print(f"removed {symbol} from {path}")
 
 
 if __name__ == "__main__":
     run()
+
+
+from finpipe import dev as _dev  # noqa: E402,F401  (registers `finpipe dev`)

@@ -13,6 +13,16 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
   missing+=(postgresql-15)
 fi
 id postgres >/dev/null 2>&1 || [ "$(id -u)" != 0 ] || missing+=(postgresql-15)
+# Debian's chromium (/usr/bin/chromium) for the browser test of the Dagster UI
+# (tests/test_browser; Playwright's own browser download does not work here). Large, so only
+# when missing; without root it is only reported: the stack itself does not need it.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    missing+=(chromium)
+  else
+    echo "note: /usr/bin/chromium is missing; the browser test needs it (apt-get install chromium)" >&2
+  fi
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

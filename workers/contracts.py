@@ -20,7 +20,8 @@ from workers.exceptions import ContractError
 SCHEMA_VERSION: Final = 1
 # Yahoo-style tickers: AAPL, BRK-B, RDS.A, ^GSPC, EURUSD=X, BTC-USD. Upper case only, no
 # quotes, spaces or semicolons, so a symbol is safe in SQL, Kafka keys, file names and URLs.
-SYMBOL_PATTERN: Final = r"^\^?[A-Z0-9]{1,10}(?:[.\-=][A-Z0-9]{1,10})?$"
+# \Z, not $: msgspec matches with re.search, and $ also matches before a trailing newline.
+SYMBOL_PATTERN: Final = r"^\^?[A-Z0-9]{1,10}(?:[.\-=][A-Z0-9]{1,10})?\Z"
 _SYMBOL_RE: Final = re.compile(SYMBOL_PATTERN)
 # Oldest date a task may ask for, and the most bars one message may carry.
 MIN_DATE: Final = dt.date(1970, 1, 1)
@@ -29,7 +30,12 @@ MAX_BARS_PER_MESSAGE: Final = 5000
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, max_length=22)]
 PositivePrice = Annotated[float, msgspec.Meta(gt=0.0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
-ShortText = Annotated[str, msgspec.Meta(max_length=2000)]
+# Free text travels as JSON and SQL parameters only; control characters (NUL above all,
+# which PostgreSQL text refuses) are rejected at the boundary.
+ShortText = Annotated[
+    str, msgspec.Meta(max_length=2000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\Z")
+]
+TaskId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+\Z")]
 BarsStatus = Literal["ok", "no_data", "failed"]
 
 
@@ -64,11 +70,11 @@ class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class FetchTask(_Message, frozen=True, kw_only=True):
     """A request on ``Stock_topic``: fetch daily bars of ``symbol`` for ``start..end``."""
 
-    task_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    task_id: TaskId
     symbol: Symbol
     start: dt.date
     end: dt.date  # inclusive
-    requested_by: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    requested_by: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[\x20-\x7e]*\Z")] = ""
     force: bool = False  # re-fetch even if bars are stored (corrections)
 
     def __post_init__(self) -> None:
@@ -90,7 +96,7 @@ class BarBatch(_Message, frozen=True, kw_only=True):
     ``start``/``end`` are the task's range; ``chunk`` counts 0 .. ``chunks - 1`` within it.
     """
 
-    task_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    task_id: TaskId
     symbol: Symbol
     start: dt.date
     end: dt.date

@@ -207,6 +207,40 @@ def _in_transaction(conn: psycopg2.extensions.connection, work: Callable[[Any], 
     raise AssertionError("unreachable")
 
 
+def _covered_ranges(cur: Any, symbols: Sequence[str], start: dt.date, end: dt.date
+                    ) -> dict[str, list[DateRange]]:
+    """Per symbol, the ranges of its tasks (failed ones excepted) overlapping start..end."""
+    covered: dict[str, list[DateRange]] = {s: [] for s in symbols}
+    cur.execute(
+        "SELECT symbol, start_date, end_date FROM tasks WHERE symbol = ANY(%s) "
+        "AND status <> 'failed' AND end_date >= %s AND start_date <= %s",
+        (list(symbols), start, end),
+    )
+    for symbol, lo, hi in cur.fetchall():
+        covered[symbol].append((lo, hi))
+    return covered
+
+
+def uncovered_tasks(
+    conn: psycopg2.extensions.connection,
+    symbols: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+) -> list[tuple[str, dt.date, dt.date]]:
+    """The (symbol, start, end) tasks a run for ``start..end`` would emit now (read only)."""
+    sessions = trading_days(start, end)
+    if not sessions or not symbols:
+        return []
+    with conn.cursor() as cur:
+        covered = _covered_ranges(cur, sorted(set(symbols)), start, end)
+    conn.rollback()
+    return [(symbol, lo, hi) for symbol in sorted(covered)
+            for lo, hi in plan_symbol_ranges(sessions, start, end, covered[symbol],
+                                             max_sessions=max_sessions)]
+
+
 def enqueue_tasks(
     conn: psycopg2.extensions.connection,
     symbols: Sequence[str],
@@ -248,15 +282,9 @@ def enqueue_tasks(
         missing = set(wanted) - {row[0] for row in cur.fetchall()}
         if missing:
             raise ValueError(f"symbols not in the universe table: {sorted(missing)[:10]}")
-        covered: dict[str, list[DateRange]] = {s: [] for s in wanted}
-        if not force:
-            cur.execute(
-                "SELECT symbol, start_date, end_date FROM tasks WHERE symbol = ANY(%s) "
-                "AND status <> 'failed' AND end_date >= %s AND start_date <= %s",
-                (wanted, start, end),
-            )
-            for symbol, lo, hi in cur.fetchall():
-                covered[symbol].append((lo, hi))
+        covered = (
+            {s: [] for s in wanted} if force else _covered_ranges(cur, wanted, start, end)
+        )
         planned = [
             build_task(symbol, lo, hi, requested_by=requested_by, force=force)
             for symbol in wanted

@@ -103,6 +103,18 @@ class Settings(BaseSettings):
             kwargs["password"] = self.pg_password.get_secret_value()
         return kwargs
 
+    def to_env(self, include_secrets: bool = False) -> dict[str, str]:
+        """These settings as ``FINPIPE_*`` variables, to hand to a child process."""
+        names = self.env_var_names()
+        env = {}
+        for field, value in self.model_dump(exclude_none=True).items():
+            if isinstance(getattr(self, field), SecretStr):
+                if not include_secrets:
+                    continue
+                value = getattr(self, field).get_secret_value()
+            env[names[field]] = str(value)
+        return env
+
     def env_var_names(self) -> dict[str, str]:
         """Field name -> env var name, for docs and for checking Kubernetes files."""
         return {name: f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -640,8 +641,22 @@ def pipeline_acls(
     ]
 
 
-def create_acls(admin_config: dict[str, str], bindings: list[AclBinding]) -> None:
-    """Create ``bindings`` with an admin client (idempotent on the broker side)."""
+def create_acls(
+    admin_config: dict[str, str], bindings: list[AclBinding], timeout: float = 30.0
+) -> None:
+    """Create ``bindings`` with an admin client (idempotent on the broker side), and wait until
+    the broker enforces them: the controller commits them first, the broker applies them when
+    it has read that metadata."""
     admin = AdminClient(admin_config)
-    for future in admin.create_acls(bindings, request_timeout=30).values():
+    for future in admin.create_acls(bindings, request_timeout=timeout).values():
         future.result()
+    wanted = set(bindings)
+    everything = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+
+    def enforced() -> bool:
+        return wanted <= set(admin.describe_acls(everything, request_timeout=10).result())
+
+    wait_until(enforced, timeout, interval=0.2, what="ACLs enforced")

@@ -53,9 +53,12 @@ def _consume_from(settings: Settings, group: str, starts: list[TopicPartition], 
 
 
 @pytest.mark.parametrize("topic_attr", ["tasks_topic", "data_topic", "dlq_topic"])
-def test_each_finpipe_topic_round_trips_keys(local_stack: Settings, group_factory, topic_attr):
+def test_each_finpipe_topic_round_trips_keys(local_stack: Settings, topic_factory, group_factory,
+                                             topic_attr):
+    # A private topic made like the real one (settings' partitions): test messages on the
+    # real topics would be consumed by any local workers and parked as garbage.
     settings = local_stack
-    topic = getattr(settings, topic_attr)
+    topic = topic_factory(getattr(settings, topic_attr), partitions=settings.topic_partitions)
     run = uuid.uuid4().hex
     records = [(s, f"{run}:{s}:{i}".encode()) for i in range(3) for s in SYMBOLS]
     delivered = _produce(settings, topic, records)

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from workers import contracts
 from workers.contracts import BarBatch, FetchTask
-from workers.exceptions import ContractError, FatalError, RetriableError
+from workers.exceptions import ContractError, FatalError, PoisonMessageError, RetriableError
 from workers.kafka import consumer_config, producer_config
 from workers.retry import backoff_delay
 from workers.runtime import (
@@ -234,7 +234,9 @@ class Agent:
                 bars = self.source.fetch(task.symbol, task.start, task.end)
             except NoDataError as exc:
                 return [result_message(task, "no_data", str(exc), self.source.name)]
-            except SourceError as exc:
+            except (SourceError, PoisonMessageError) as exc:
+                # PoisonMessageError: the source refused the task itself (e.g. a symbol it
+                # cannot turn into a file name); answer it rather than crash on every restart.
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
                 return [result_message(task, "failed", str(exc), self.source.name)]
             except RetriableError as exc:  # source unavailable, or the shared budget's DB

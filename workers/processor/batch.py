@@ -125,7 +125,8 @@ class BatchWriter:
     # -- entry point ------------------------------------------------------------------------
     def apply(self, messages: list[InputMessage]) -> BatchResult:
         result = BatchResult()
-        self._load_symbols({m.key.decode("utf-8", "replace") for m in messages if m.key})
+        # Only valid symbols reach SQL; a message with any other key is a dead letter below.
+        self._load_symbols({s for m in messages if (s := _symbol_from_key(m.key))})
         for msg in messages:
             result.next_offsets[(msg.topic, msg.partition)] = msg.offset + 1
             self._apply_one(msg, result)

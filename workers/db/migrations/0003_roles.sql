@@ -8,8 +8,9 @@
 -- The owner of the schema (the role applying migrations) keeps DDL; no group role can create,
 -- alter, truncate or drop a finpipe table. Roles are cluster-wide, so they are created only if
 -- missing (tests apply migrations to many databases of one cluster); grants are per database.
--- Creating roles needs CREATEROLE; where the migration role has none, an administrator creates
--- the four roles first (and grants finpipe_agent to the migration role, see below).
+-- Creating roles needs CREATEROLE; where the migration role has none (CloudNativePG's app
+-- owner), an administrator creates the four roles first and grants finpipe_agent to the
+-- migration role (see below and docs/security.md): then no statement here needs CREATEROLE.
 
 DO $$
 DECLARE
@@ -89,6 +90,14 @@ CREATE TABLE IF NOT EXISTS finpipe_ratelimit.ratelimit___finpipe_yfinance (
 );
 CREATE INDEX IF NOT EXISTS timestampindex_finpipe_yfinance
     ON finpipe_ratelimit.ratelimit___finpipe_yfinance (item_timestamp);
--- Giving the table to finpipe_agent needs membership in it (CREATEROLE may grant that).
-GRANT finpipe_agent TO CURRENT_USER;
+-- Giving the table to finpipe_agent needs membership in it: granted here with CREATEROLE, or
+-- beforehand by the administrator who created the roles (GRANT needs CREATEROLE even when the
+-- membership exists, hence the check).
+DO $$
+BEGIN
+    IF NOT pg_has_role(current_user, 'finpipe_agent', 'MEMBER') THEN
+        EXECUTE format('GRANT finpipe_agent TO %I', current_user);
+    END IF;
+END
+$$;
 ALTER TABLE finpipe_ratelimit.ratelimit___finpipe_yfinance OWNER TO finpipe_agent;
