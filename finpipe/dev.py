@@ -32,8 +32,8 @@ from workers.settings import Settings, get_settings
 
 DAGSTER_DEV = "dagster-dev"
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 3000
-PORT_ENV_VAR = "FINPIPE_DAGSTER_PORT"
+DEFAULT_PORT = Settings.model_fields["dagster_port"].default
+PORT_ENV_VAR = Settings().env_var_names()["dagster_port"]
 DAGSTER_HOME = paths.REPO_ROOT / "dagster_home"
 # First start imports Dagster and the code location and creates the storage schema: on the
 # shared 2-core machine this took 20-40 s.

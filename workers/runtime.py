@@ -8,13 +8,14 @@ pod restarted). ``/readyz`` answers 200 once the worker has joined its group.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from workers.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ LAG = Gauge("finpipe_consumer_lag", "Messages behind the high watermark", ["work
 
 def configure_logging(level: str | None = None) -> None:
     """key=value logs on stderr, configured once per entry point (FINPIPE_LOG_LEVEL)."""
-    level = level or os.environ.get("FINPIPE_LOG_LEVEL", "INFO")
+    level = level or get_settings().log_level
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     kafka_cluster_base_port: int = 19100
     kafka_heap: str = "512m"
 
+    # `finpipe dev`: where the Dagster UI listens.
+    dagster_port: int = Field(default=3000, ge=1, le=65535)
+
     # --- Workers -----------------------------------------------------------------------------
     source: SourceName = "sample"
     csv_dir: str | None = None
@@ -73,6 +76,7 @@ class Settings(BaseSettings):
     # in PostgreSQL (Yahoo allows about 2,000 requests an hour per IP).
     yf_requests_per_minute: int = Field(default=60, ge=1)
     yf_requests_per_hour: int = Field(default=1500, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     health_port: int = 8080
     metrics_port: int = 9100
 
