@@ -158,3 +158,56 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def overview_png(settings: Settings, symbols: list[str], last_n: int = 250) -> bytes:
+    """A small PNG: the last ``last_n`` closes of ``symbols`` (rebased to 100) and their RSI."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_price, ax_rsi) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=False,
+                                           gridspec_kw={"height_ratios": [2, 1]})
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            for symbol in symbols:
+                cur.execute(
+                    "SELECT p.close, i.rsi_14 FROM prices p JOIN indicators i USING (symbol, date)"
+                    " WHERE p.symbol = %s ORDER BY p.date DESC LIMIT %s", (symbol, last_n))
+                rows = cur.fetchall()[::-1]
+                if not rows:
+                    continue
+                close = np.array([r[0] for r in rows], dtype=float)
+                rsi = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
+                ax_price.plot(100 * close / close[0], linewidth=0.8, label=symbol)
+                ax_rsi.plot(rsi, linewidth=0.6)
+    finally:
+        conn.close()
+    ax_price.set_title(f"last {last_n} bars, close rebased to 100")
+    ax_price.legend(fontsize=7, ncol=5, loc="upper left")
+    ax_rsi.set_ylim(0, 100)
+    ax_rsi.set_ylabel("RSI 14")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def summary_markdown(rows: list[SymbolSummary]) -> str:
+    """The summary as a markdown table (Dagster shows it in the UI)."""
+    lines = ["| symbol | first | last | bars | close | RSI 14 | MACD | status |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        values = [_fmt(r.last_close), _fmt(r.rsi_14), _fmt(r.macd)]
+        lines.append(f"| {r.symbol} | {r.first_date or '-'} | {r.last_date or '-'} | "
+                     f"{r.bars:,} | {' | '.join(values)} | {r.status} |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"

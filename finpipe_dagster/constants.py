@@ -5,6 +5,7 @@ from typing import Final
 # Asset groups.
 INGEST: Final = "ingest"  # the manager: fetch tasks published to Kafka
 MARKET_DATA: Final = "market_data"  # tables the workers fill (external assets)
+REPORTS: Final = "reports"  # summaries for people
 
 # Asset names.
 STOCK_TASKS: Final = "stock_tasks"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from finpipe_dagster.assets import stock_indicators, stock_prices, stock_tasks
+from finpipe_dagster.assets import indicator_report, stock_indicators, stock_prices, stock_tasks
 from finpipe_dagster.checks import all_checks
 from finpipe_dagster.jobs import market_data_checks_job, stock_tasks_job
 from finpipe_dagster.resources import default_resources
@@ -16,7 +16,7 @@ from finpipe_dagster.schedules import build_checks_schedule, build_stock_tasks_s
 from finpipe_dagster.sensors import build_completion_sensor, build_stuck_tasks_sensor
 
 defs = dg.Definitions(
-    assets=[stock_tasks, stock_prices, stock_indicators],
+    assets=[stock_tasks, stock_prices, stock_indicators, indicator_report],
     asset_checks=all_checks,
     jobs=[stock_tasks_job, market_data_checks_job],
     schedules=[

@@ -37,7 +37,9 @@ class TestDefinitions:
     def test_assets_share_the_partitions(self) -> None:
         graph = defs.resolve_asset_graph()
         keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-        assert keys == {"stock_tasks", "stock_prices", "stock_indicators"}
+        assert keys == {"stock_tasks", "stock_prices", "stock_indicators", "indicator_report"}
+        # The report sums up the latest state: it is the one unpartitioned asset.
+        assert graph.get(dg.AssetKey("indicator_report")).partitions_def is None
         for key in ("stock_tasks", "stock_prices", "stock_indicators"):
             node = graph.get(dg.AssetKey(key))
             assert node.partitions_def == trading_day_partitions
