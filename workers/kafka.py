@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
+
+from confluent_kafka import Consumer
 
 from workers.settings import Settings
 
@@ -44,3 +49,17 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     )
     config.update(overrides)
     return config
+
+
+def wait_polling(consumer: Consumer, seconds: float, stop: threading.Event,
+                 beat: Callable[[], None]) -> None:
+    """Wait ``seconds`` without leaving the group: pause the assigned partitions and keep
+    polling (so ``max.poll.interval.ms`` is never exceeded), then resume them."""
+    consumer.pause(consumer.assignment())
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not stop.is_set():
+            beat()
+            consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+    finally:
+        consumer.resume(consumer.assignment())

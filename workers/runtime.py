@@ -11,11 +11,14 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from workers.settings import get_settings
+from workers.exceptions import FatalError
+from workers.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +93,28 @@ def start_metrics(port: int) -> None:
     if port:
         start_http_server(port)
         logger.info("metrics endpoint port=%d", port)
+
+
+class Worker(Protocol):
+    stop: threading.Event
+
+    def run(self) -> None: ...
+
+
+def run_worker(name: str, build: Callable[[Settings, Health], Worker]) -> int:
+    """The entry point both workers share: logging, health, metrics, signals, exit code."""
+    configure_logging()
+    settings = get_settings()
+    health = Health()
+    health.serve(settings.health_port)
+    start_metrics(settings.metrics_port)
+    stop = install_stop_handlers()
+    worker = build(settings, health)
+    threading.Thread(target=lambda: (stop.wait(), worker.stop.set()), daemon=True).start()
+    logger.info("%s started", name)
+    try:
+        worker.run()
+    except FatalError:
+        logger.exception("fatal error; exiting")
+        return 1
+    return 0

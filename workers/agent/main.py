@@ -13,14 +13,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from workers import contracts
 from workers.contracts import BarBatch, FetchTask
 from workers.exceptions import ContractError, FatalError, PoisonMessageError, RetriableError
-from workers.kafka import consumer_config, producer_config
+from workers.kafka import consumer_config, producer_config, wait_polling
 from workers.retry import backoff_delay
 from workers.runtime import (
     BARS,
@@ -28,11 +27,9 @@ from workers.runtime import (
     ERRORS,
     MESSAGES,
     Health,
-    configure_logging,
-    install_stop_handlers,
-    start_metrics,
+    run_worker,
 )
-from workers.settings import Settings, get_settings
+from workers.settings import Settings
 from workers.sources import (
     BarSource,
     NoDataError,
@@ -96,7 +93,6 @@ class Agent:
         settings: Settings,
         source: BarSource,
         *,
-        sleep: Callable[[float], None] | None = None,
         health: Health | None = None,
         rate_limiter: RateLimiter | None = None,
     ) -> None:
@@ -105,7 +101,6 @@ class Agent:
         self.rate_limiter = rate_limiter
         self.health = health or Health()
         self.stop = threading.Event()
-        self._sleep = sleep
         self.consumer = Consumer(
             consumer_config(settings, settings.agent_group,
                             **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS})
@@ -261,19 +256,7 @@ class Agent:
             self._wait_polling(wait)
 
     def _wait_polling(self, seconds: float) -> None:
-        """Wait without leaving the group: pause the partitions and keep polling."""
-        if self._sleep is not None:
-            self._sleep(seconds)
-            return
-        assignment = self.consumer.assignment()
-        self.consumer.pause(assignment)
-        try:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not self.stop.is_set():
-                self.health.beat()
-                self.consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
-        finally:
-            self.consumer.resume(self.consumer.assignment())
+        wait_polling(self.consumer, seconds, self.stop, self.health.beat)
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
         logger.warning("dead letter %s[%d]@%d error=%s", msg.topic(), msg.partition(),
@@ -286,20 +269,6 @@ class Agent:
 
 
 def main() -> int:
-    configure_logging()
-    settings = get_settings()
-    health = Health()
-    health.serve(settings.health_port)
-    start_metrics(settings.metrics_port)
-    agent = Agent(settings, make_source(settings), health=health,
-                  rate_limiter=make_rate_limiter(settings))
-    stop = install_stop_handlers()
-    threading.Thread(target=lambda: (stop.wait(), agent.stop.set()), daemon=True).start()
-    logger.info("agent group=%s topic=%s source=%s", settings.agent_group,
-                settings.tasks_topic, agent.source.name)
-    try:
-        agent.run()
-    except FatalError:
-        logger.exception("fatal error; exiting")
-        return 1
-    return 0
+    return run_worker("agent", lambda settings, health: Agent(
+        settings, make_source(settings), health=health,
+        rate_limiter=make_rate_limiter(settings)))

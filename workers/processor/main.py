@@ -28,7 +28,7 @@ from confluent_kafka import (
 from workers import contracts
 from workers.db import connect
 from workers.exceptions import FatalError
-from workers.kafka import consumer_config, producer_config
+from workers.kafka import consumer_config, producer_config, wait_polling
 from workers.processor.batch import BatchWriter, InputMessage, stored_offsets
 from workers.retry import backoff_delay
 from workers.runtime import (
@@ -37,11 +37,9 @@ from workers.runtime import (
     ERRORS,
     MESSAGES,
     Health,
-    configure_logging,
-    install_stop_handlers,
-    start_metrics,
+    run_worker,
 )
-from workers.settings import Settings, get_settings
+from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
 WORKER = "processor"
@@ -203,31 +201,8 @@ class Processor:
             logger.warning("reconnect failed: %s", str(exc).strip())
 
     def _wait_polling(self, seconds: float) -> None:
-        """Wait without leaving the group: pause the partitions and keep polling."""
-        assignment = self.consumer.assignment()
-        self.consumer.pause(assignment)
-        try:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not self.stop.is_set():
-                self.health.beat()
-                self.consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
-        finally:
-            self.consumer.resume(self.consumer.assignment())
+        wait_polling(self.consumer, seconds, self.stop, self.health.beat)
 
 
 def main() -> int:
-    configure_logging()
-    settings = get_settings()
-    health = Health()
-    health.serve(settings.health_port)
-    start_metrics(settings.metrics_port)
-    stop = install_stop_handlers()
-    processor = Processor(settings, health=health)
-    threading.Thread(target=lambda: (stop.wait(), processor.stop.set()), daemon=True).start()
-    logger.info("processor group=%s topic=%s", settings.processor_group, settings.data_topic)
-    try:
-        processor.run()
-    except FatalError:
-        logger.exception("fatal error; exiting")
-        return 1
-    return 0
+    return run_worker("processor", lambda settings, health: Processor(settings, health=health))
