@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
 import socket
 import warnings
 from collections.abc import Callable, Iterator
@@ -509,9 +510,15 @@ def test_pandas4_warnings_from_yfinance_are_filtered(make_source, yahoo_factory)
     assert [str(w.message) for w in shown] == ["ours"]
 
 
-def test_timezone_cache_in_the_given_directory(make_source, yahoo_factory, cache_dir) -> None:
+def test_timezone_cache_in_the_process_directory(make_source, yahoo_factory, cache_dir) -> None:
+    # yfinance's cache location is set once per process: the first source configures it (this
+    # test's directory when it runs first, another test's or the default one otherwise), and
+    # every later source must use that same, writable directory.
+    from workers.sources.yfinance_source import configure_yfinance
+
     yahoo_factory("TZC")
     source = make_source()
     source.fetch("TZC", MARCH[0], MARCH[-1])
-    assert source.cache_dir == cache_dir
+    assert source.cache_dir == configure_yfinance(cache_dir)
+    assert os.path.isdir(source.cache_dir) and os.access(source.cache_dir, os.W_OK)
     assert yf.cache.get_tz_cache().lookup("TZC") == "America/New_York"
