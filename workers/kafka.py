@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from workers.settings import Settings
 
@@ -60,6 +60,12 @@ def wait_polling(consumer: Consumer, seconds: float, stop: threading.Event,
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not stop.is_set():
             beat()
-            consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+            msg = consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+            if msg is not None and msg.error() is None:
+                # A partition assigned during the wait is not paused: put its message back
+                # (seek to it) and pause it, so nothing is skipped.
+                tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
+                consumer.seek(tp)
+                consumer.pause([tp])
     finally:
         consumer.resume(consumer.assignment())

@@ -9,6 +9,7 @@ Processors read with ``isolation.level=read_committed`` and never see aborted ou
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -51,6 +52,15 @@ TRANSACTION_BUDGET_SECONDS = 10.0
 # KEDA's lagThreshold for agents: tasks waiting per replica before another one is added
 # (helm-values/finpipe-workers.yaml; checked by tests/test_k8s).
 LAG_PER_REPLICA = 100
+# A transaction commit taking longer than this is stuck (see _transaction): exit for a restart.
+COMMIT_DEADLINE_SECONDS = 90.0
+
+
+def _exit_stuck_commit() -> None:
+    logger.critical("transaction commit stuck for %.0f s; exiting so the supervisor restarts "
+                    "the agent (the open transaction will be aborted)", COMMIT_DEADLINE_SECONDS)
+    logging.shutdown()
+    os._exit(3)
 FETCH_ATTEMPTS = 5
 # Well above the slowest fetch with backoff; the loop keeps polling while it waits anyway.
 MAX_POLL_INTERVAL_MS = 300_000
@@ -169,11 +179,20 @@ class Agent:
                 offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
                 if time.perf_counter() - started > TRANSACTION_BUDGET_SECONDS:
                     break
-            self.producer.send_offsets_to_transaction(
-                [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                self.consumer.consumer_group_metadata(),
-            )
-            self.producer.commit_transaction()
+            # librdkafka 2.16 can block here for good when the group coordinator's broker
+            # died (librdkafka #5511): a watchdog exits the process for a restart; the open
+            # transaction is then aborted by the broker, so nothing is lost.
+            watchdog = threading.Timer(COMMIT_DEADLINE_SECONDS, _exit_stuck_commit)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                self.producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    self.consumer.consumer_group_metadata(),
+                )
+                self.producer.commit_transaction()
+            finally:
+                watchdog.cancel()
             logger.debug("transaction tasks=%d seconds=%.3f", handled,
                          time.perf_counter() - started)
             return handled

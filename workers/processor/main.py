@@ -49,6 +49,9 @@ BATCH_SIZE = 500
 # KEDA's lagThreshold for processors: one poll batch per replica (checked by tests/test_k8s).
 LAG_PER_REPLICA = BATCH_SIZE
 DB_RETRY_ATTEMPTS = 10
+# How long a rebalance callback waits for the database (it blocks polling, so keep it well
+# under max.poll.interval.ms).
+ASSIGN_RETRY_SECONDS = 60.0
 
 
 class Processor:
@@ -102,16 +105,35 @@ class Processor:
         by_topic: dict[str, list[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
-        stored: dict[tuple[str, int], int] = {}
-        for topic, parts in by_topic.items():
-            for p, offset in stored_offsets(self.conn, self.group, topic, parts).items():
-                stored[(topic, p)] = offset
-        self.conn.rollback()  # end the read-only transaction
+        stored = self._stored_offsets_with_retry(by_topic)
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
         consumer.incremental_assign(partitions)
         self.health.ready = True
         logger.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
+
+    def _stored_offsets_with_retry(self, by_topic: dict[str, list[int]]
+                                   ) -> dict[tuple[str, int], int]:
+        """Offsets from PostgreSQL, waiting out a short outage (a rebalance can come while
+        the database restarts); past ASSIGN_RETRY_SECONDS the process exits for a restart."""
+        deadline = time.monotonic() + ASSIGN_RETRY_SECONDS
+        for attempt in range(1000):
+            try:
+                stored: dict[tuple[str, int], int] = {}
+                for topic, parts in by_topic.items():
+                    for p, offset in stored_offsets(self.conn, self.group, topic, parts).items():
+                        stored[(topic, p)] = offset
+                self.conn.rollback()  # end the read-only transaction
+                return stored
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                if time.monotonic() > deadline:
+                    raise FatalError(f"database unavailable on assignment: {exc}") from exc
+                logger.warning("offsets unreadable on assignment (%s); retrying",
+                               str(exc).strip())
+                self.health.beat()
+                time.sleep(backoff_delay(attempt, base=0.5, cap=5.0))
+                self._reconnect()
+        raise FatalError("database unavailable on assignment")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is committed before the next poll, so nothing is in flight here.
