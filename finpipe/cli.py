@@ -113,19 +113,15 @@ def status() -> None:
                    "open tasks"):
         table.add_column(column, justify="right" if column not in ("symbol", "status") else "left")
     for r in rows:
+        values = [report.format_number(v) for v in (r.last_close, r.rsi_14, r.macd)]
         table.add_row(r.symbol, str(r.first_date or "-"), str(r.last_date or "-"), f"{r.bars:,}",
-                      _num(r.last_close), _num(r.rsi_14), _num(r.macd), r.status,
-                      str(r.tasks_open))
+                      *values, r.status, str(r.tasks_open))
     console.print(table)
     if services["kafka"].startswith("running"):
         for group, topic in ((settings.agent_group, settings.tasks_topic),
                              (settings.processor_group, settings.data_topic)):
             lag = report.consumer_lag(settings, group, topic)
             console.print(f"lag {group} on {topic}: {sum(lag.values()):,} messages")
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
 
 
 def _print_services(settings: Settings) -> None:

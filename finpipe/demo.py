@@ -161,13 +161,10 @@ def summary_table(rows: list[report.SymbolSummary]) -> Table:
         table.add_column(column, justify=justify)
     for r in rows:
         span = f"{r.first_date} .. {r.last_date}" if r.bars else "-"
-        table.add_row(r.symbol, span, f"{r.bars:,}", _fmt(r.last_close), _fmt(r.rsi_14),
-                      _fmt(r.macd), r.status)
+        values = [report.format_number(v) for v in (r.last_close, r.rsi_14, r.macd)]
+        table.add_row(r.symbol, span, f"{r.bars:,}", *values, r.status)
     return table
 
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
 
 
 def run_demo(settings: Settings, out_dir: Path, console: Console) -> DemoResult:

@@ -203,11 +203,12 @@ def summary_markdown(rows: list[SymbolSummary]) -> str:
     lines = ["| symbol | first | last | bars | close | RSI 14 | MACD | status |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        values = [_fmt(r.last_close), _fmt(r.rsi_14), _fmt(r.macd)]
+        values = [format_number(r.last_close), format_number(r.rsi_14), format_number(r.macd)]
         lines.append(f"| {r.symbol} | {r.first_date or '-'} | {r.last_date or '-'} | "
                      f"{r.bars:,} | {' | '.join(values)} | {r.status} |")
     return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
+def format_number(value: float | None) -> str:
+    """A table cell: two decimals with thousands separators, ``-`` for no value."""
     return "-" if value is None else f"{value:,.2f}"

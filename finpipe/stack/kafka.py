@@ -174,6 +174,10 @@ class KafkaNode:
         proc.start(self._java(settings, "kafka.Kafka", str(self.home / "server.properties")))
         return True
 
+    def admin_config(self) -> dict[str, str]:
+        """What a client needs to reach this node (a secured node adds its credentials)."""
+        return {"bootstrap.servers": self.bootstrap}
+
     def wait_ready(self, settings: Settings, timeout: float = 90.0) -> float:
         """Wait until the broker answers a metadata request; return seconds waited."""
         proc = self.process(settings)
@@ -183,7 +187,7 @@ class KafkaNode:
                 raise RuntimeError(f"{self.name} exited; see {proc.log_file}")
             if not port_open(self.host, self.broker_port):
                 return False
-            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+            admin = AdminClient({**self.admin_config(), "log_level": 0})
             try:
                 metadata = admin.list_topics(timeout=2)
                 return any(b.id == self.node_id for b in metadata.brokers.values())
@@ -498,23 +502,6 @@ class SaslKafkaNode(KafkaNode):
             "sasl.username": self.admin_user,
             "sasl.password": self.admin_password,
         }
-
-    def wait_ready(self, settings: Settings, timeout: float = 90.0) -> float:
-        proc = self.process(settings)
-
-        def ready() -> bool:
-            if not proc.running():
-                raise RuntimeError(f"{self.name} exited; see {proc.log_file}")
-            if not port_open(self.host, self.broker_port):
-                return False
-            admin = AdminClient({**self.admin_config(), "log_level": 0})
-            try:
-                metadata = admin.list_topics(timeout=2)
-                return any(b.id == self.node_id for b in metadata.brokers.values())
-            except Exception:
-                return False
-
-        return wait_until(ready, timeout, interval=0.5, what=f"{self.name} ready")
 
 
 def _sasl_home(settings: Settings) -> Path:
