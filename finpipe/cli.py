@@ -182,8 +182,10 @@ def start_workers(settings: Settings, agents: int, processors: int) -> list[str]
             if proc.running():
                 continue
             # Each worker gets its own health/metrics port (0: any free port).
-            proc.start([sys.executable, "-m", f"workers.{kind}"], env=_worker_env(settings),
-                       cwd=paths.REPO_ROOT)
+            # The slot name is the worker's stable identity (static group membership, the
+            # agent's transactional.id): a restarted slot takes its partitions back at once.
+            env = {**_worker_env(settings), "FINPIPE_WORKER_ID": name}
+            proc.start([sys.executable, "-m", f"workers.{kind}"], env=env, cwd=paths.REPO_ROOT)
             started.append(proc.name)
     return started
 
@@ -267,26 +269,38 @@ def dlq_list(limit: int = typer.Option(20, help="Newest N records.")) -> None:
 @dlq_app.command("replay")
 def dlq_replay(symbol: str = typer.Option(..., help="Replay this symbol's dead letters.")
                ) -> None:
-    """Send SYMBOL's dead letters back to their topics (after fixing their cause) and unpark it.
+    """Send SYMBOL's unresolved dead letters back to their topics and unpark it.
 
-    Replays are safe to repeat: stored bars equal to the replayed ones are skipped and a
-    re-fetched task only rewrites what changed.
+    Each dead letter is sent once: what a replay sent is recorded as replayed, and what an
+    unpark resumed without is recorded as skipped, so repeating a replay sends nothing.
     """
-    from workers.processor.parking import unpark
+    from workers.processor.parking import unpark, unresolved_dead_letters
 
     settings = get_settings()
     contracts.validate_symbol(symbol)
-    records = [m for m in _read_dlq(settings) if m.key() == symbol.encode()]
+    by_source = {}
+    for m in _read_dlq(settings):
+        h = contracts.parse_dlq_headers(m.headers())
+        topic = h.get(contracts.DLQ_HEADER_TOPIC)
+        if m.key() != symbol.encode() or topic not in (settings.tasks_topic, settings.data_topic):
+            continue
+        try:
+            source = (topic, int(h[contracts.DLQ_HEADER_PARTITION]),
+                      int(h[contracts.DLQ_HEADER_OFFSET]))
+        except (KeyError, ValueError):
+            continue  # not written by finpipe: nothing says where it came from
+        by_source.setdefault(source, m)  # a dead letter written twice is replayed once
+    todo = unresolved_dead_letters(settings, list(by_source))
     producer = Producer(producer_config(settings))
-    for m in records:
-        topic = contracts.parse_dlq_headers(m.headers()).get(contracts.DLQ_HEADER_TOPIC)
-        if topic in (settings.tasks_topic, settings.data_topic):
-            producer.produce(topic, key=m.key(), value=m.value(),
-                             headers=[("finpipe.replayed_from", f"dlq@{m.offset()}".encode())])
+    for source in todo:
+        m = by_source[source]
+        producer.produce(source[0], key=m.key(), value=m.value(),
+                         headers=[("finpipe.replayed_from", f"dlq@{m.offset()}".encode())])
     if producer.flush(30) > 0:
         raise StackDownError("could not deliver the replayed messages; nothing was unparked")
-    held = unpark(settings, symbol)
-    console.print(f"replayed {len(records)} dead letters of {symbol}; "
+    held = unpark(settings, symbol, replayed=todo)
+    console.print(f"replayed {len(todo)} dead letters of {symbol} "
+                  f"({len(by_source) - len(todo)} already resolved); "
                   f"applied {held} held messages")
 
 

@@ -39,6 +39,17 @@ TaskId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[\
 BarsStatus = Literal["ok", "no_data", "failed"]
 
 
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_REASON_LENGTH: Final = 2000
+
+
+def clean_reason(text: str) -> str:
+    """``text`` made fit for a ``ShortText`` reason: control characters become spaces (an
+    exception's message may quote raw bytes), cut to ``MAX_REASON_LENGTH`` characters."""
+    text = text.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates either
+    return _CONTROL_RE.sub(" ", text)[:MAX_REASON_LENGTH]
+
+
 def validate_symbol(symbol: str) -> str:
     """Return ``symbol`` if it matches SYMBOL_PATTERN, else raise ContractError naming it."""
     if not isinstance(symbol, str) or not _SYMBOL_RE.fullmatch(symbol):
@@ -197,7 +208,7 @@ def dlq_headers(
         (DLQ_HEADER_PARTITION, str(partition).encode()),
         (DLQ_HEADER_OFFSET, str(offset).encode()),
         (DLQ_HEADER_ERROR_CLASS, type(error).__name__.encode()),
-        (DLQ_HEADER_ERROR, str(error)[:2000].encode("utf-8", "replace")),
+        (DLQ_HEADER_ERROR, clean_reason(str(error)).encode("utf-8", "replace")),
         (DLQ_HEADER_FAILED_AT, dt.datetime.now(dt.UTC).isoformat().encode()),
     ]
 

@@ -34,7 +34,12 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """A consumer in ``group_id`` that commits offsets itself (never auto-commit)."""
+    """A consumer in ``group_id`` that commits offsets itself (never auto-commit).
+
+    With ``settings.worker_id`` it is a static member (``group.instance.id``): a replacement
+    with the same id takes the partitions of a killed predecessor back without waiting for
+    its session to expire and without a rebalance.
+    """
     config = settings.kafka_client_config()
     config.update(
         {
@@ -45,10 +50,29 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
             "partition.assignment.strategy": "cooperative-sticky",
             # Only read committed transactional output (the agents write in transactions).
             "isolation.level": "read_committed",
+            # How fast a dead member's partitions move on (see Settings).
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
+            "heartbeat.interval.ms": settings.kafka_heartbeat_interval_ms,
+            "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
         }
     )
+    if settings.worker_id:
+        config["group.instance.id"] = settings.worker_id
     config.update(overrides)
     return config
+
+
+def leave_group(consumer: Consumer) -> None:
+    """Leave the group now, handing the partitions over, then close the consumer.
+
+    ``close()`` alone does not leave for a static member (KIP-345: it expects to come back
+    and keeps its partitions until the session times out); ``unsubscribe()`` does leave, so
+    a graceful stop (scale-down, rolling update) hands its partitions over at once.
+    """
+    try:
+        consumer.unsubscribe()
+    finally:
+        consumer.close()
 
 
 def wait_polling(consumer: Consumer, seconds: float, stop: threading.Event,

@@ -77,6 +77,21 @@ class Settings(BaseSettings):
     yf_requests_per_minute: int = Field(default=60, ge=1)
     yf_requests_per_hour: int = Field(default=1500, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # A stable name of this worker's slot: the pod name of a StatefulSet in Kubernetes, the
+    # slot (agent-0, processor-1) locally. Set, the worker is a static member of its group
+    # (group.instance.id): a restarted worker takes its partitions back at once, without a
+    # rebalance; and an agent's transactional.id derives from it, so a restarted agent fences
+    # and aborts its predecessor's open transaction. Unset: dynamic membership, random id.
+    worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # Group timing. A worker that stops heartbeating (killed, node lost) loses its partitions
+    # after the session timeout; librdkafka's default 45 s stalled them for that long.
+    # Heartbeats come from librdkafka's own thread, not the poll loop, so a busy batch does
+    # not miss them; 1 s heartbeats leave 10 chances within the default 10 s session.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=1_800_000)
+    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    # The longest a poll batch may take before the worker is considered stuck and leaves the
+    # group; well above the slowest fetch with backoff (the loops keep polling while waiting).
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     health_port: int = 8080
     metrics_port: int = 9100
 

@@ -10,6 +10,7 @@ enforced, optionally TLS) serves the security tests (``sasl_node_up``/``sasl_nod
 from __future__ import annotations
 
 import base64
+import fcntl
 import logging
 import os
 import re
@@ -56,27 +57,37 @@ logger.state.level = WARN
 
 
 def kafka_libs(settings: Settings) -> Path:
-    """The broker's jar directory, fetched from Maven Central on first use."""
+    """The broker's jar directory, fetched from Maven Central on first use.
+
+    Several checkouts share the cache: a file lock makes one of them fetch while the others
+    wait, and the marker is written only once the jars are in place.
+    """
     libs = paths.cache_dir(settings) / f"kafka-{settings.kafka_version}" / "libs"
     marker = libs.parent / ".complete"
-    if marker.exists():
+    if marker.exists() and libs.is_dir():
         return libs
     if shutil.which("mvn") is None or shutil.which("java") is None:
         raise RuntimeError("Kafka needs Java 17+ and Maven on PATH (apt-get install maven)")
-    tmp = libs.parent / "libs.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("fetching Kafka %s jars from Maven Central into %s", settings.kafka_version, libs)
-    subprocess.run(
-        [
-            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-Dkafka.version={settings.kafka_version}", f"-DoutputDirectory={tmp}",
-        ],
-        check=True,
-    )
-    shutil.rmtree(libs, ignore_errors=True)
-    tmp.rename(libs)
-    marker.write_text(settings.kafka_version + "\n")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with open(libs.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and libs.is_dir():  # fetched by another process meanwhile
+            return libs
+        marker.unlink(missing_ok=True)
+        tmp = libs.parent / "libs.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("fetching Kafka %s jars from Maven Central into %s", settings.kafka_version,
+                    libs)
+        subprocess.run(
+            [
+                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                f"-Dkafka.version={settings.kafka_version}", f"-DoutputDirectory={tmp}",
+            ],
+            check=True,
+        )
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
+        marker.write_text(settings.kafka_version + "\n")
     return libs
 
 

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from workers import contracts
 from workers.contracts import BarBatch, FetchTask
 from workers.exceptions import ContractError, FatalError, PoisonMessageError, RetriableError
-from workers.kafka import consumer_config, producer_config, wait_polling
+from workers.kafka import consumer_config, leave_group, producer_config, wait_polling
 from workers.retry import backoff_delay
 from workers.runtime import (
     BARS,
@@ -62,9 +62,9 @@ def _exit_stuck_commit() -> None:
     logging.shutdown()
     os._exit(3)
 FETCH_ATTEMPTS = 5
-# Well above the slowest fetch with backoff; the loop keeps polling while it waits anyway.
-MAX_POLL_INTERVAL_MS = 300_000
 TRANSACTION_TIMEOUT_MS = 120_000
+# Size limit when checking a built message (the topic's own limit applies when producing).
+MAX_CHECKED_BYTES = 10 * 1024 * 1024
 
 
 def chunk_messages(task: FetchTask, bars: RawBars, per_message: int) -> list[BarBatch]:
@@ -88,11 +88,45 @@ def chunk_messages(task: FetchTask, bars: RawBars, per_message: int) -> list[Bar
 
 
 def result_message(task: FetchTask, status: str, reason: str, source: str) -> BarBatch:
-    """A ``no_data`` or ``failed`` result: the task is answered, the reason recorded."""
+    """A ``no_data`` or ``failed`` result: the task is answered, the reason recorded.
+
+    The reason is cleaned to the contract: an exception's text can carry control characters,
+    and a reason the processor refuses would park the symbol for a transient fetch error.
+    """
     return BarBatch(
         schema_version=contracts.SCHEMA_VERSION, task_id=task.task_id, symbol=task.symbol,
-        start=task.start, end=task.end, status=status, source=source, reason=reason[:2000],
+        start=task.start, end=task.end, status=status, source=source,
+        reason=contracts.clean_reason(reason) or status,
     )
+
+
+def checked_messages(task: FetchTask, bars: RawBars, per_message: int) -> list[BarBatch]:
+    """``chunk_messages``, each checked against the contract the processor decodes with.
+
+    Building a ``BarBatch`` checks its shape (low above high, repeated dates); the value
+    constraints (positive prices) are checked on decoding only, so each message is decoded
+    once here too. A source result that breaks the contract raises ``ContractError``.
+    """
+    try:
+        messages = chunk_messages(task, bars, per_message)
+        for message in messages:
+            contracts.decode_bars(contracts.encode(message), MAX_CHECKED_BYTES)
+    except (ValueError, TypeError) as exc:  # ContractError is a ValueError
+        raise ContractError(f"source bars break the contract: {exc}") from exc
+    return messages
+
+
+def transactional_id(settings: Settings) -> str:
+    """The agent's transactional.id: stable per worker slot when ``worker_id`` is set.
+
+    Stable, a replacement of a killed agent fences its predecessor at start. Without a
+    worker id each process gets a unique one; zombies are then still fenced by the group
+    generation (KIP-447), but a dead agent's open transaction blocks its partitions for
+    up to ``transaction.timeout.ms``.
+    """
+    if settings.worker_id:
+        return f"{settings.agent_group}-{settings.worker_id}"
+    return f"{settings.agent_group}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
 class Agent:
@@ -111,22 +145,19 @@ class Agent:
         self.rate_limiter = rate_limiter
         self.health = health or Health()
         self.stop = threading.Event()
-        self.consumer = Consumer(
-            consumer_config(settings, settings.agent_group,
-                            **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS})
-        )
-        # A unique transactional.id per process: with KIP-447 (group metadata in
-        # send_offsets_to_transaction) zombies are fenced by the group generation.
+        self.consumer = Consumer(consumer_config(settings, settings.agent_group))
         self.producer = Producer(
             producer_config(
                 settings,
                 **{
-                    "transactional.id": f"{settings.agent_group}-{socket.gethostname()}-"
-                    f"{uuid.uuid4().hex[:8]}",
+                    "transactional.id": transactional_id(settings),
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                 },
             )
         )
+        # With a stable transactional.id this fences a killed predecessor and aborts its
+        # open transaction, which read_committed processors would otherwise wait behind
+        # until transaction.timeout.ms.
         self.producer.init_transactions(30)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -143,7 +174,7 @@ class Agent:
                     with BATCH_SECONDS.labels(WORKER).time():
                         self._process_batch(messages)
         finally:
-            self.consumer.close()
+            leave_group(self.consumer)  # hand the partitions over now
             self.producer.flush(30)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -248,11 +279,6 @@ class Agent:
                 bars = self.source.fetch(task.symbol, task.start, task.end)
             except NoDataError as exc:
                 return [result_message(task, "no_data", str(exc), self.source.name)]
-            except (SourceError, PoisonMessageError) as exc:
-                # PoisonMessageError: the source refused the task itself (e.g. a symbol it
-                # cannot turn into a file name); answer it rather than crash on every restart.
-                ERRORS.labels(WORKER, type(exc).__name__).inc()
-                return [result_message(task, "failed", str(exc), self.source.name)]
             except RetriableError as exc:  # source unavailable, or the shared budget's DB
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
                 delay = backoff_delay(attempt)
@@ -260,10 +286,24 @@ class Agent:
                                task.symbol, attempt + 1, exc, delay)
                 self._wait_polling(delay)
                 continue
+            except Exception as exc:
+                # SourceError, a task the source refuses (PoisonMessageError), or a bug in a
+                # source: answer the task as failed rather than crash on it at every restart.
+                ERRORS.labels(WORKER, type(exc).__name__).inc()
+                logger.warning("symbol=%s fetch failed: %s: %s", task.symbol,
+                               type(exc).__name__, exc)
+                known = isinstance(exc, (SourceError, PoisonMessageError))
+                reason = str(exc) if known else f"{type(exc).__name__}: {exc}"
+                return [result_message(task, "failed", reason, self.source.name)]
             if len(bars) == 0:
                 reason = f"no bars for {task.symbol} between {task.start} and {task.end}"
                 return [result_message(task, "no_data", reason, self.source.name)]
-            return chunk_messages(task, bars, self.settings.bars_per_message)
+            try:
+                return checked_messages(task, bars, self.settings.bars_per_message)
+            except ContractError as exc:
+                ERRORS.labels(WORKER, type(exc).__name__).inc()
+                logger.warning("symbol=%s %s", task.symbol, exc)
+                return [result_message(task, "failed", str(exc), self.source.name)]
         reason = f"source unavailable after {FETCH_ATTEMPTS} attempts"
         return [result_message(task, "failed", reason, self.source.name)]
 

@@ -11,6 +11,16 @@ Per symbol, strictly in message order:
 
 A message that cannot be processed is returned as a dead letter and its symbol is parked;
 later messages of a parked symbol wait in ``parked_bars`` until it is unparked.
+
+**Fencing.** A partition can move to another processor while its old owner still holds a
+batch (a retry across a rebalance, a batch slower than ``max.poll.interval.ms``, messages of a
+partition revoked during the same ``consume()``), and a symbol can arrive through two
+partitions once the partition count is raised. So every batch first locks the offset rows of
+its partitions (``consumer_offsets``, in partition order) and applies only messages at or after
+the stored ``next_offset``; then it takes one advisory lock per symbol (in symbol order) and
+reads the symbols' state only after that. Writers of one partition or one symbol therefore
+run one after the other, each seeing what the previous one committed, and a message is applied
+at most once however many processors hold it: a stale writer's batch is dropped, not applied.
 """
 
 from __future__ import annotations
@@ -28,11 +38,10 @@ from psycopg2.extensions import connection as Connection
 from workers import contracts
 from workers.contracts import BarBatch
 from workers.db.bulk import pack_rows, upsert_rows
-from workers.exceptions import ContractError, PoisonMessageError
+from workers.exceptions import ContractError
 from workers.indicators import (
     INDICATOR_COLUMNS,
     Bars,
-    InvalidBarsError,
     compute_incremental,
     initial_state,
     split_adjust,
@@ -42,8 +51,13 @@ logger = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume", "dividends", "splits")
 _CURRENT = initial_state()
-# What decides the indicators: a bar equal on these is "already stored".
-_COMPARED = ("open", "high", "low", "close", "volume", "splits")
+# The indicators' inputs: a bar that differs on one of these rewrites the symbol's history.
+_INDICATOR_INPUTS = ("open", "high", "low", "close", "volume", "splits")
+# pg_advisory_xact_lock(class, hashtext(symbol)): the class keeps finpipe's per-symbol locks
+# apart from any other advisory lock in the database ("fp" in ASCII).
+SYMBOL_LOCK_CLASS = 0x6670
+# What one message may raise besides bad data: infrastructure errors retry the whole batch.
+RETRIABLE_DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,10 @@ class BatchResult:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     bars_stored: int = 0
     parked: int = 0
+    # Messages dropped because another writer had already applied them (a stale batch).
+    fenced: int = 0
+    # Partitions whose stored next offset lies beyond this batch: seek the consumer there.
+    seek_to: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class BatchWriter:
@@ -125,8 +143,12 @@ class BatchWriter:
     # -- entry point ------------------------------------------------------------------------
     def apply(self, messages: list[InputMessage]) -> BatchResult:
         result = BatchResult()
+        if self.record_offsets:
+            messages = self._fence(messages, result)
         # Only valid symbols reach SQL; a message with any other key is a dead letter below.
-        self._load_symbols({s for m in messages if (s := _symbol_from_key(m.key))})
+        symbols = {s for m in messages if (s := _symbol_from_key(m.key))}
+        lock_symbols(self.cur, symbols)
+        self._load_symbols(symbols)
         for msg in messages:
             result.next_offsets[(msg.topic, msg.partition)] = msg.offset + 1
             self._apply_one(msg, result)
@@ -139,11 +161,47 @@ class BatchWriter:
 
     def dead_letter_only(self, msg: InputMessage, error: Exception) -> BatchResult:
         """Record ``msg`` as dead (symbol parked, offset advanced) without applying it."""
-        result = BatchResult(next_offsets={(msg.topic, msg.partition): msg.offset + 1})
-        self._dead_letter(msg, error, result, symbol=_symbol_from_key(msg.key))
+        result = BatchResult()
+        if self.record_offsets and not self._fence([msg], result):
+            return result  # another writer got there first
+        result.next_offsets[(msg.topic, msg.partition)] = msg.offset + 1
+        symbol = _symbol_from_key(msg.key)
+        lock_symbols(self.cur, {symbol} if symbol else set())
+        self._dead_letter(msg, error, result, symbol=symbol)
         if self.record_offsets:
             self._save_offsets(result.next_offsets)
         return result
+
+    def _fence(self, messages: list[InputMessage], result: BatchResult) -> list[InputMessage]:
+        """Lock the batch's offset rows and keep only the messages nobody has applied yet.
+
+        The no-op upsert creates a missing row (0: nothing applied) and locks existing ones
+        in one statement, in (topic, partition) order so two writers never deadlock; a second
+        writer of the same partition waits here until the first commits, then sees its offset.
+        """
+        partitions = sorted({(m.topic, m.partition) for m in messages})
+        if not partitions:
+            return messages
+        rows = psycopg2.extras.execute_values(
+            self.cur,
+            "INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset) "
+            "VALUES %s ON CONFLICT (group_id, topic, partition) DO UPDATE "
+            "SET next_offset = o.next_offset RETURNING topic, partition, next_offset",
+            [(self.group_id, t, p, 0) for t, p in partitions],
+            fetch=True,
+        )
+        stored = {(t, p): o for t, p, o in rows}
+        fresh = [m for m in messages if m.offset >= stored[(m.topic, m.partition)]]
+        result.fenced = len(messages) - len(fresh)
+        if result.fenced:
+            last = {}
+            for m in messages:
+                last[(m.topic, m.partition)] = max(m.offset, last.get((m.topic, m.partition), -1))
+            result.seek_to = {tp: o for tp, o in stored.items() if o > last[tp] + 1}
+            logger.warning("dropped %d messages another processor already applied "
+                           "(stored offsets %s)", result.fenced,
+                           {p: o for (_, p), o in stored.items()})
+        return fresh
 
     def _apply_one(self, msg: InputMessage, result: BatchResult) -> None:
         try:
@@ -173,7 +231,12 @@ class BatchWriter:
                   batch.symbol in self._dirty)
         try:
             result.bars_stored += self._apply_bars(batch, state)
-        except (PoisonMessageError, InvalidBarsError, psycopg2.DataError) as exc:
+        except RETRIABLE_DB_ERRORS:
+            raise  # the database, not the message: the whole batch is retried
+        except Exception as exc:
+            # Anything else this message raises (bad values, an engine state error, an
+            # overflow, a row the database refuses) is the message's: dead-letter it, park
+            # its symbol and go on with the rest of the batch.
             if touches_history:
                 self.cur.execute("ROLLBACK TO SAVEPOINT bar_message")
             saved, n_prices, n_indicators, dirty = before
@@ -196,18 +259,26 @@ class BatchWriter:
         Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])  # validates
         has_split = bool(np.any((raw["splits"] > 0) & (raw["splits"] != 1.0)))
 
+        revised = 0
         if state.last_date is not None and dates[0] <= state.last_date:
-            keep = self._unstored_positions(batch.symbol, dates, raw, state.last_date)
-            if keep is None:  # a stored bar differs, or a new bar lies inside the history
+            compared = self._compare_stored(batch.symbol, dates, raw, state.last_date)
+            if compared is None:  # an indicator input differs, or a new bar inside history
                 return self._rewrite(batch.symbol, dates, raw, state)
+            keep, changed = compared
+            if changed:  # only adj_close or dividends were revised: no indicator changes
+                upsert_rows(self.cur, "prices", ("symbol", "date", *PRICE_COLUMNS),
+                            ("symbol", "date"),
+                            [pack_rows(batch.symbol, [dates[i] for i in changed],
+                                       [raw[c][changed] for c in PRICE_COLUMNS])])
+                revised = len(changed)
             dates = [dates[i] for i in keep]
             raw = {c: v[keep] for c, v in raw.items()}
             has_split = bool(np.any((raw["splits"] > 0) & (raw["splits"] != 1.0)))
             if not dates:
-                return 0
+                return revised
         if state.last_date is not None and (has_split or state.stale):
-            return self._rewrite(batch.symbol, dates, raw, state)
-        return self._append(batch.symbol, dates, raw, state)
+            return revised + self._rewrite(batch.symbol, dates, raw, state)
+        return revised + self._append(batch.symbol, dates, raw, state)
 
     def _append(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
                 state: SymbolState) -> int:
@@ -223,26 +294,34 @@ class BatchWriter:
         self._indicators.append(pack_rows(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS]))
         return len(dates)
 
-    def _unstored_positions(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
-                            last_date: dt.date) -> list[int] | None:
-        """Positions of bars to append, or None when the history must be rewritten."""
+    def _compare_stored(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
+                        last_date: dt.date) -> tuple[list[int], list[int]] | None:
+        """Compare the message's bars with the stored ones.
+
+        :return: positions of bars to append (after ``last_date``) and positions whose stored
+            row differs only in columns the indicators do not read (``adj_close``,
+            ``dividends``: updated in place); None when an indicator input differs or a new
+            bar lies inside the stored history (the history must be rewritten).
+        """
         self._flush()
         self.cur.execute(
-            f"SELECT date, {', '.join(_COMPARED)} FROM prices "
+            f"SELECT date, {', '.join(PRICE_COLUMNS)} FROM prices "
             "WHERE symbol = %s AND date = ANY(%s::date[])",
             (symbol, [d for d in dates if d <= last_date]),
         )
-        stored = {row[0]: row[1:] for row in self.cur.fetchall()}
-        keep = []
+        stored = {row[0]: dict(zip(PRICE_COLUMNS, row[1:], strict=True))
+                  for row in self.cur.fetchall()}
+        keep, changed = [], []
         for i, day in enumerate(dates):
             if day > last_date:
                 keep.append(i)
                 continue
             old = stored.get(day)
-            if old is None or any(float(o) != float(raw[c][i]) for o, c in
-                                  zip(old, _COMPARED, strict=True)):
+            if old is None or any(float(old[c]) != float(raw[c][i]) for c in _INDICATOR_INPUTS):
                 return None
-        return keep
+            if any(float(old[c]) != float(raw[c][i]) for c in PRICE_COLUMNS):
+                changed.append(i)
+        return keep, changed
 
     def _rewrite(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
                  state: SymbolState) -> int:
@@ -283,6 +362,7 @@ class BatchWriter:
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _load_symbols(self, symbols: set[str]) -> None:
+        """Read the symbols' state; called after ``lock_symbols``, so nobody changes it."""
         wanted = sorted(s for s in symbols if s not in self.symbols)
         if not wanted:
             return
@@ -396,13 +476,19 @@ class BatchWriter:
         logger.warning("dead letter %s[%d]@%d symbol=%s error=%s", msg.topic, msg.partition,
                        msg.offset, symbol, exc)
         result.dead_letters.append(DeadLetter(msg, exc))
+        reason = contracts.clean_reason(f"{type(exc).__name__}: {exc}")
+        self.cur.execute(
+            "INSERT INTO dead_letters (source_topic, source_partition, source_offset, symbol, "
+            "error) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (msg.topic, msg.partition, msg.offset, symbol, reason),
+        )
         if symbol is None:
             return
         self._ensure_symbol(symbol)
         self.cur.execute(
             "UPDATE symbol_state SET status = 'parked', error = %s, updated_at = now() "
             "WHERE symbol = %s",
-            (f"{type(exc).__name__}: {exc}"[:2000], symbol),
+            (reason, symbol),
         )
         self.symbols.setdefault(symbol, SymbolState()).parked = True
 
@@ -419,9 +505,25 @@ class BatchWriter:
                 self.cur,
                 "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
                 "VALUES %s ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
-                "next_offset = EXCLUDED.next_offset, updated_at = now()",
+                "next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), "
+                "updated_at = now()",
                 [(self.group_id, t, p, o) for (t, p), o in offsets.items()],
             )
+
+
+def lock_symbols(cur: psycopg2.extensions.cursor, symbols: set[str]) -> None:
+    """Take the per-symbol transaction locks of ``symbols``, in symbol order (no deadlock).
+
+    Every writer of a symbol's rows and state takes them first (processor batches, unpark),
+    so two writers of one symbol, e.g. through two partitions after the partition count was
+    raised, run one after the other and the second reads what the first committed.
+    """
+    if symbols:
+        cur.execute(
+            "SELECT count(pg_advisory_xact_lock(%s, hashtext(s))) "
+            "FROM (SELECT s FROM unnest(%s::text[]) AS s ORDER BY s OFFSET 0) AS ordered",
+            (SYMBOL_LOCK_CLASS, sorted(symbols)),
+        )
 
 
 def _symbol_from_key(key: bytes | None) -> str | None:

@@ -5,6 +5,12 @@ status and ``consumer_offsets``; dead letters are flushed to the DLQ before that
 it, the offsets are also committed to Kafka so consumer lag (and KEDA) sees progress. On
 assignment the consumer starts from the offsets stored in PostgreSQL, so a crash between the
 DB commit and the Kafka commit never processes a message twice.
+
+Ownership: the loop keeps the set of partitions it owns (rebalance callbacks) and drops, rather
+than retries, the messages of a partition revoked or lost meanwhile. That is an optimisation;
+correctness does not depend on it: ``BatchWriter`` fences every transaction on the stored
+offsets, so a processor that does not know yet that it lost a partition cannot apply anything
+its successor applied.
 """
 
 from __future__ import annotations
@@ -27,9 +33,15 @@ from confluent_kafka import (
 
 from workers import contracts
 from workers.db import connect
-from workers.exceptions import FatalError
-from workers.kafka import consumer_config, producer_config, wait_polling
-from workers.processor.batch import BatchWriter, InputMessage, stored_offsets
+from workers.exceptions import FatalError, RetriableError
+from workers.kafka import consumer_config, leave_group, producer_config, wait_polling
+from workers.processor.batch import (
+    RETRIABLE_DB_ERRORS,
+    BatchResult,
+    BatchWriter,
+    InputMessage,
+    stored_offsets,
+)
 from workers.retry import backoff_delay
 from workers.runtime import (
     BARS,
@@ -49,9 +61,17 @@ BATCH_SIZE = 500
 # KEDA's lagThreshold for processors: one poll batch per replica (checked by tests/test_k8s).
 LAG_PER_REPLICA = BATCH_SIZE
 DB_RETRY_ATTEMPTS = 10
+# What makes a batch worth retrying whole: the database or the dead-letter topic unavailable.
+RETRIABLE = (*RETRIABLE_DB_ERRORS, RetriableError)
 # How long a rebalance callback waits for the database (it blocks polling, so keep it well
 # under max.poll.interval.ms).
 ASSIGN_RETRY_SECONDS = 60.0
+# Waiting for the dead-letter topic before a batch's commit (it blocks the loop).
+DLQ_FLUSH_SECONDS = 30.0
+
+
+class DeadLetterUnavailableError(RetriableError):
+    """The dead-letter topic did not take a batch's dead letters: retry the batch."""
 
 
 class Processor:
@@ -65,6 +85,8 @@ class Processor:
         self.conn = self._connect()
         self.consumer = Consumer(consumer_config(settings, self.group))
         self.dlq = Producer(producer_config(settings))
+        # Partitions this process owns now, as the rebalance callbacks said.
+        self.owned: set[tuple[str, int]] = set()
 
     def _connect(self) -> psycopg2.extensions.connection:
         conn = connect(self.settings, application_name="finpipe-processor")
@@ -74,7 +96,8 @@ class Processor:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         self.consumer.subscribe(
-            [self.settings.data_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            [self.settings.data_topic],
+            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost,
         )
         try:
             while not self.stop.is_set():
@@ -85,8 +108,8 @@ class Processor:
                     with BATCH_SECONDS.labels(WORKER).time():
                         self._process_with_retry(good)
         finally:
-            self.consumer.close()
-            self.dlq.flush(30)
+            leave_group(self.consumer)  # hand the partitions over now
+            self.dlq.flush(DLQ_FLUSH_SECONDS)
             self.conn.close()
 
     def _is_error(self, msg: Message) -> bool:
@@ -109,6 +132,7 @@ class Processor:
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
         consumer.incremental_assign(partitions)
+        self.owned.update((tp.topic, tp.partition) for tp in partitions)
         self.health.ready = True
         logger.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
 
@@ -136,33 +160,67 @@ class Processor:
         raise FatalError("database unavailable on assignment")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every batch is committed before the next poll, so nothing is in flight here.
+        # Batches commit before the next poll; a batch waiting to be retried (a rebalance
+        # can run inside that wait) drops these partitions' messages (``_owned_only``).
+        self.owned.difference_update((tp.topic, tp.partition) for tp in partitions)
         logger.info("revoked partitions=%s", [tp.partition for tp in partitions])
 
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may own them already; never commit here.
+        self.owned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        logger.warning("lost partitions=%s", [tp.partition for tp in partitions])
+
     # -- one batch ----------------------------------------------------------------------------
+    def _owned_only(self, batch: list[InputMessage]) -> list[InputMessage]:
+        kept = [m for m in batch if (m.topic, m.partition) in self.owned]
+        if len(kept) < len(batch):
+            MESSAGES.labels(WORKER, "dropped_revoked").inc(len(batch) - len(kept))
+            logger.info("dropped %d messages of partitions no longer owned",
+                        len(batch) - len(kept))
+        return kept
+
     def _process_with_retry(self, messages: list[Message]) -> None:
         batch = [InputMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"")
                  for m in messages]
         for attempt in range(DB_RETRY_ATTEMPTS):
+            # consume() can return messages of a partition revoked during the same call, and
+            # a retry waits polling, where a rebalance can take partitions away.
+            batch = self._owned_only(batch)
+            if not batch or self.stop.is_set():
+                return  # whoever owns them now starts from the offsets stored in PostgreSQL
             try:
                 self._process(batch)
                 return
-            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-                # Some row the database refuses: find its message by going one at a time.
-                logger.warning("batch refused by the database (%s); isolating the message",
-                               str(exc).strip())
-                self._process_one_by_one(batch)
-                return
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            except RETRIABLE as exc:
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
                 delay = backoff_delay(attempt, base=0.5, cap=15.0)
-                logger.warning("database unavailable (%s); retry %d in %.1f s",
+                logger.warning("batch not committed (%s); retry %d in %.1f s",
                                str(exc).strip(), attempt + 1, delay)
                 self._wait_polling(delay)
                 self._reconnect()
         raise FatalError(f"database unavailable after {DB_RETRY_ATTEMPTS} attempts")
 
     def _process(self, batch: list[InputMessage]) -> None:
+        """Commit ``batch``; if a message makes the whole batch fail, find it and dead-letter
+        it, one message at a time. Only RETRIABLE errors leave this method."""
+        try:
+            self._commit(batch)
+        except RETRIABLE:
+            raise
+        except Exception as exc:
+            # A row the database refuses, or a fault outside one message's handling: find
+            # the message by going one at a time (the committed ones are fenced on a retry).
+            logger.warning("batch failed (%s: %s); isolating the message", type(exc).__name__,
+                           str(exc).strip())
+            for message in batch:
+                try:
+                    self._commit([message])
+                except RETRIABLE:
+                    raise
+                except Exception as one:
+                    self._dead_letter_alone(message, one)
+
+    def _commit(self, batch: list[InputMessage]) -> None:
         started = time.perf_counter()
         writer = BatchWriter(self.conn, self.group, self.settings.max_message_bytes)
         try:
@@ -174,45 +232,55 @@ class Processor:
                     headers=contracts.dlq_headers(m.topic, m.partition, m.offset, dead.error),
                 )
             # The dead letters are on the broker before their offsets can be committed.
-            if result.dead_letters and self.dlq.flush(30) > 0:
-                raise psycopg2.OperationalError("dead-letter topic unreachable")
+            if result.dead_letters and self.dlq.flush(DLQ_FLUSH_SECONDS) > 0:
+                raise DeadLetterUnavailableError("dead-letter topic unreachable")
             self.conn.commit()
         except BaseException:
             if not self.conn.closed:
                 self.conn.rollback()
             raise
-        MESSAGES.labels(WORKER, "ok").inc(len(batch) - len(result.dead_letters))
+        MESSAGES.labels(WORKER, "ok").inc(
+            len(batch) - len(result.dead_letters) - result.fenced)
         MESSAGES.labels(WORKER, "dead_letter").inc(len(result.dead_letters))
+        MESSAGES.labels(WORKER, "fenced").inc(result.fenced)
         BARS.labels(WORKER).inc(result.bars_stored)
-        logger.debug("batch messages=%d bars=%d dead_letters=%d seconds=%.3f", len(batch),
-                     result.bars_stored, len(result.dead_letters), time.perf_counter() - started)
+        logger.debug("batch messages=%d bars=%d dead_letters=%d fenced=%d seconds=%.3f",
+                     len(batch), result.bars_stored, len(result.dead_letters), result.fenced,
+                     time.perf_counter() - started)
+        self._after_commit(result)
+
+    def _after_commit(self, result: BatchResult) -> None:
+        """Tell Kafka what PostgreSQL holds: offsets for lag, and skip what others applied."""
+        for (topic, partition), offset in result.seek_to.items():
+            if (topic, partition) in self.owned:
+                with contextlib.suppress(KafkaException):
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
         offsets = [TopicPartition(t, p, o) for (t, p), o in result.next_offsets.items()]
+        if not offsets:
+            return
         try:  # for lag and KEDA only: PostgreSQL holds the offsets that count
             self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             logger.warning("kafka offset commit failed (%s); PostgreSQL has them", exc)
 
-    def _process_one_by_one(self, batch: list[InputMessage]) -> None:
-        for message in batch:
-            try:
-                self._process([message])
-            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-                self._dead_letter_alone(message, exc)
-
     def _dead_letter_alone(self, message: InputMessage, exc: Exception) -> None:
-        """DLQ a message the database refused, park its symbol, advance past it."""
+        """DLQ a message that fails even alone, park its symbol, advance past it."""
         writer = BatchWriter(self.conn, self.group, self.settings.max_message_bytes)
-        result = writer.dead_letter_only(message, exc)
-        self.dlq.produce(self.settings.dlq_topic, key=message.key, value=message.value,
-                         headers=contracts.dlq_headers(message.topic, message.partition,
-                                                       message.offset, exc))
-        if self.dlq.flush(30) > 0:
-            raise psycopg2.OperationalError("dead-letter topic unreachable")
-        self.conn.commit()
-        MESSAGES.labels(WORKER, "dead_letter").inc()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in result.next_offsets.items()]
-        with contextlib.suppress(KafkaException):
-            self.consumer.commit(offsets=offsets, asynchronous=True)
+        try:
+            result = writer.dead_letter_only(message, exc)
+            if result.dead_letters:
+                self.dlq.produce(self.settings.dlq_topic, key=message.key, value=message.value,
+                                 headers=contracts.dlq_headers(message.topic, message.partition,
+                                                               message.offset, exc))
+                if self.dlq.flush(DLQ_FLUSH_SECONDS) > 0:
+                    raise DeadLetterUnavailableError("dead-letter topic unreachable")
+            self.conn.commit()
+        except BaseException:
+            if not self.conn.closed:
+                self.conn.rollback()
+            raise
+        MESSAGES.labels(WORKER, "dead_letter").inc(len(result.dead_letters))
+        self._after_commit(result)
 
     def _reconnect(self) -> None:
         with contextlib.suppress(psycopg2.Error):

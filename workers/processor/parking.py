@@ -8,15 +8,17 @@ arrival order in one transaction, through the same code path as live messages.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
+import psycopg2.extras
 from confluent_kafka import Producer
 
 from workers import contracts
 from workers.db import connect
 from workers.kafka import producer_config
-from workers.processor.batch import BatchWriter, InputMessage
+from workers.processor.batch import BatchWriter, InputMessage, lock_symbols
 from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -43,9 +45,29 @@ def parked_symbols(settings: Settings) -> list[ParkedSymbol]:
         conn.close()
 
 
-def unpark(settings: Settings, symbol: str) -> int:
+DeadLetterSource = tuple[str, int, int]  # (topic, partition, offset) the message came from
+
+
+def unresolved_dead_letters(settings: Settings, sources: list[DeadLetterSource]
+                            ) -> list[DeadLetterSource]:
+    """Those of ``sources`` that were neither replayed nor skipped by an unpark."""
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT source_topic, source_partition, source_offset FROM dead_letters "
+                "WHERE status <> 'open'")
+            resolved = {tuple(row) for row in cur.fetchall()}
+        return [s for s in sources if s not in resolved]
+    finally:
+        conn.close()
+
+
+def unpark(settings: Settings, symbol: str, replayed: list[DeadLetterSource] = ()) -> int:
     """Resume ``symbol``: apply its held messages in order; return how many were applied.
 
+    Its open dead letters are marked ``replayed`` (those in ``replayed``, just sent back by
+    ``finpipe dlq replay``) or ``skipped`` (the rest), so no later replay sends them again.
     If a held message fails too, it goes to the DLQ and the symbol is parked again, with
     the messages after it held once more.
     """
@@ -53,11 +75,13 @@ def unpark(settings: Settings, symbol: str) -> int:
     conn = connect(settings)
     try:
         with conn.cursor() as cur:
+            lock_symbols(cur, {symbol})  # the processors' lock first, as they take it
+            _resolve_dead_letters(cur, symbol, replayed)
             cur.execute("SELECT status FROM symbol_state WHERE symbol = %s FOR UPDATE",
                         (symbol,))
             row = cur.fetchone()
             if row is None or row[0] != "parked":
-                conn.rollback()
+                conn.commit()  # the resolutions still count
                 return 0
             cur.execute("UPDATE symbol_state SET status = 'ok', error = NULL, "
                         "updated_at = now() WHERE symbol = %s", (symbol,))
@@ -85,3 +109,17 @@ def unpark(settings: Settings, symbol: str) -> int:
         raise
     finally:
         conn.close()
+
+
+def _resolve_dead_letters(cur, symbol: str, replayed: list[DeadLetterSource]) -> None:
+    if replayed:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO dead_letters AS d (source_topic, source_partition, source_offset, "
+            "symbol, status, resolved_at) VALUES %s ON CONFLICT (source_topic, "
+            "source_partition, source_offset) DO UPDATE SET status = 'replayed', "
+            "resolved_at = now()",
+            [(t, p, o, symbol, "replayed", dt.datetime.now(dt.UTC)) for t, p, o in replayed],
+        )
+    cur.execute("UPDATE dead_letters SET status = 'skipped', resolved_at = now() "
+                "WHERE symbol = %s AND status = 'open'", (symbol,))
