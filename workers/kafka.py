@@ -46,8 +46,12 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            # Incremental rebalancing: a joining worker does not stop every other one.
-            "partition.assignment.strategy": "cooperative-sticky",
+            # Eager, not cooperative-sticky: a cooperative move takes two rebalance rounds,
+            # and a static member killed between them and restarted under its name rejoins
+            # without a rebalance, so the partitions it had given up stayed unowned (seen in
+            # tests/test_faults/test_chaos.py). An eager rebalance assigns every partition in
+            # one round; it pauses all members for it, which only scaling events cause.
+            "partition.assignment.strategy": "roundrobin",
             # Only read committed transactional output (the agents write in transactions).
             "isolation.level": "read_committed",
             # How fast a dead member's partitions move on (see Settings).

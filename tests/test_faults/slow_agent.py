@@ -12,8 +12,10 @@ Environment (besides the FINPIPE_* settings):
   SourceUnavailableError until this long after their first attempt (the agent then waits in
   its backoff path, polling with its partitions paused).
 - FAULT_BACKOFF_SECONDS: a fixed backoff instead of the random one (deterministic waits).
-- FAULT_MAX_POLL_INTERVAL_MS / FAULT_SESSION_TIMEOUT_MS: consumer overrides (librdkafka
-  needs max.poll.interval.ms >= session.timeout.ms; brokers accept sessions >= 6 s).
+- FAULT_FETCH_SECONDS: every fetch takes this long (a source's latency, e.g. Yahoo's), so
+  the agents always have work in flight.
+
+Consumer timing comes from the settings (FINPIPE_KAFKA_MAX_POLL_INTERVAL_MS, ...).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ SLOW_SECONDS = float(os.environ.get("FAULT_SLOW_SECONDS", "0"))
 MARKERS = os.environ.get("FAULT_MARKER_DIR")
 UNAVAILABLE = _symbols("FAULT_UNAVAILABLE_SYMBOLS")
 UNAVAILABLE_SECONDS = float(os.environ.get("FAULT_UNAVAILABLE_SECONDS", "0"))
+FETCH_SECONDS = float(os.environ.get("FAULT_FETCH_SECONDS", "0"))
 
 _real_fetch = SyntheticSource.fetch
 
@@ -73,6 +76,7 @@ def fetch(self, symbol, start, end):
                        start, SLOW_SECONDS)
         time.sleep(SLOW_SECONDS)
         logger.warning("fault: slow fetch end symbol=%s start=%s", symbol, start)
+    time.sleep(FETCH_SECONDS)
     return _real_fetch(self, symbol, start, end)
 
 
@@ -81,18 +85,6 @@ def main() -> int:
     if os.environ.get("FAULT_BACKOFF_SECONDS"):
         fixed = float(os.environ["FAULT_BACKOFF_SECONDS"])
         agent_main.backoff_delay = lambda attempt, *a, **k: fixed
-    if os.environ.get("FAULT_MAX_POLL_INTERVAL_MS"):
-        agent_main.MAX_POLL_INTERVAL_MS = int(os.environ["FAULT_MAX_POLL_INTERVAL_MS"])
-    if os.environ.get("FAULT_SESSION_TIMEOUT_MS"):
-        real_config = agent_main.consumer_config
-        session = int(os.environ["FAULT_SESSION_TIMEOUT_MS"])
-
-        def consumer_config(settings, group_id, **overrides):
-            return real_config(settings, group_id, **{"session.timeout.ms": session,
-                                                      "heartbeat.interval.ms": 1000,
-                                                      **overrides})
-
-        agent_main.consumer_config = consumer_config
     return agent_main.main()
 
 

@@ -144,7 +144,6 @@ def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelin
     record_figures(
         "broker_sigkill",
         bars=exact.stored_bars, tasks=len(ids), faults=f"1xSIGKILL(node{victim.node_id})",
-        rows_lost=exact.lost, rows_doubled=exact.doubled,
         down_s=t_restart - t_kill, bars_while_down=bars_while_down,
         first_row_after_kill_s=progress.first_progress_after(t_kill) or -1.0,
         longest_stall_s=progress.longest_stall(t_kill, t_done, total),

@@ -75,7 +75,6 @@ def test_database_restart_mid_backfill(scratch_postgres, fault_pipelines):
     record_figures(
         "postgres_restart",
         bars=exact.stored_bars, tasks=len(ids), faults="1xpg_ctl-stop-immediate",
-        rows_lost=exact.lost, rows_doubled=exact.doubled,
         bars_before_fault=bars_at_stop, outage_s=t_up - t_stop, pg_start_s=start_s,
         processor_retries=retries,
         first_row_after_fault_s=progress.first_progress_after(t_stop) or -1.0,

@@ -58,6 +58,10 @@ WORKER = "processor"
 
 # Messages per DB transaction: bigger batches amortise the COPY and commit.
 BATCH_SIZE = 500
+# ...but at most about this many bytes of message values (about 25,000 bars, a second of
+# work): a rebalance waits for the batch in hand and a killed processor loses it, so a
+# backfill's 1,000-bar messages come 25 at a time while a daily update's stay 500.
+BATCH_BYTES = 4_000_000
 # KEDA's lagThreshold for processors: one poll batch per replica (checked by tests/test_k8s).
 LAG_PER_REPLICA = BATCH_SIZE
 DB_RETRY_ATTEMPTS = 10
@@ -87,6 +91,8 @@ class Processor:
         self.dlq = Producer(producer_config(settings))
         # Partitions this process owns now, as the rebalance callbacks said.
         self.owned: set[tuple[str, int]] = set()
+        # Messages to ask for per poll, adapted to their size (see BATCH_BYTES).
+        self.batch_messages = BATCH_SIZE
 
     def _connect(self) -> psycopg2.extensions.connection:
         conn = connect(self.settings, application_name="finpipe-processor")
@@ -102,15 +108,33 @@ class Processor:
         try:
             while not self.stop.is_set():
                 self.health.beat()
-                messages = self.consumer.consume(num_messages=BATCH_SIZE, timeout=1.0)
+                messages = self.consumer.consume(num_messages=self.batch_messages,
+                                                 timeout=1.0)
                 good = [m for m in messages if not self._is_error(m)]
-                if good:
+                for batch in self._by_size(good):
                     with BATCH_SECONDS.labels(WORKER).time():
-                        self._process_with_retry(good)
+                        self._process_with_retry(batch)
         finally:
             leave_group(self.consumer)  # hand the partitions over now
             self.dlq.flush(DLQ_FLUSH_SECONDS)
             self.conn.close()
+
+    def _by_size(self, messages: list[Message]) -> list[list[Message]]:
+        """``messages`` in batches of at most BATCH_BYTES, and the next poll's size."""
+        batches: list[list[Message]] = []
+        size = total = 0
+        for m in messages:
+            n = len(m.value() or b"")
+            if not batches or (size + n > BATCH_BYTES and batches[-1]):
+                batches.append([])
+                size = 0
+            batches[-1].append(m)
+            size += n
+            total += n
+        if messages:
+            average = max(1, total // len(messages))
+            self.batch_messages = max(1, min(BATCH_SIZE, BATCH_BYTES // average))
+        return batches
 
     def _is_error(self, msg: Message) -> bool:
         error = msg.error()
@@ -131,7 +155,7 @@ class Processor:
         stored = self._stored_offsets_with_retry(by_topic)
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
-        consumer.incremental_assign(partitions)
+        consumer.assign(partitions)  # eager protocol: the whole new assignment
         self.owned.update((tp.topic, tp.partition) for tp in partitions)
         self.health.ready = True
         logger.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])

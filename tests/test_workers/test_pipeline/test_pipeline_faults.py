@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import signal
 import time
 
 import pytest
 
 from tests.fixtures.pipeline import Pipeline, assert_indicators_exact, table_counts
+from tests.fixtures.tcp_proxy import TcpProxy
 from workers.sources.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,7 +82,7 @@ def test_workers_join_and_leave_mid_run(pipeline_factory):
     deadline = time.monotonic() + 60
     while _processed_bars(pipe) < 1000 and time.monotonic() < deadline:
         time.sleep(0.3)
-    # Partitions are redistributed to the newcomers (cooperative rebalance)...
+    # Partitions are redistributed to the newcomers...
     pipe.start("agent")
     pipe.start("processor")
     time.sleep(6)
@@ -89,5 +91,63 @@ def test_workers_join_and_leave_mid_run(pipeline_factory):
     assert first_processor.stop() == 0
     pipe.wait_tasks(ids, timeout=240)
     _assert_exact_and_ordered(pipe, tasks)
-    logs = "".join(w.log.read_text() for w in pipe.workers if w.kind == "processor")
-    assert logs.count("assigned") >= 3, "the second processor never got partitions"
+    second = [w for w in pipe.workers if w.kind == "processor"][1]
+    assert re.search(r"assigned \[\(\d+", second.log.read_text()), (
+        "the second processor never got partitions")
+
+
+def test_processor_loses_partitions_during_a_database_outage(pipeline_factory):
+    """Processor A holds a batch it cannot commit (its database connection is cut) while a
+    second processor B takes half of its partitions and applies their messages; when A's
+    database comes back, A must not apply what B applied (nor move B's offsets back)."""
+    pipe = pipeline_factory(source="synthetic", bars_per_message=60)
+    s = pipe.settings
+    proxy = TcpProxy(s.pg_host, s.pg_port)
+    try:
+        pipe.start("agent")
+        a = pipe.start("processor", FINPIPE_PG_PORT=str(proxy.port))
+        first = _yearly_tasks([f"OUT{i}" for i in range(24)], 2010, 1)
+        ids = pipe.send_tasks(first)
+        pipe.wait_tasks(ids, timeout=120)
+        proxy.cut()
+        # A consumes these but cannot commit them: it retries, polling, with the batch in hand.
+        later = _yearly_tasks([f"OUT{i}" for i in range(24)], 2011, 2)
+        ids += pipe.send_tasks(later)
+        wait_log(a, "batch not committed")
+        b = pipe.start("processor")
+        wait_log(a, "revoked partitions=[", timeout=60)
+        wait_log(b, "assigned [(", timeout=60)
+        # B applies the messages of the partitions it took over while A still waits.
+        deadline = time.monotonic() + 60
+        while _done_by_partition_owner(pipe, b) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        proxy.restore()
+        pipe.wait_tasks(ids, timeout=180)
+    finally:
+        proxy.close()
+    _assert_exact_and_ordered(pipe, first + later)
+    dropped = sum(int(n) for n in re.findall(r"dropped (\d+) messages of partitions no longer "
+                                             r"owned", a.log.read_text()))
+    assert dropped > 0, "A's retry never met a revoked partition: the fault did not happen"
+
+
+def wait_log(worker, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in worker.log.read_text(errors="replace"):
+        worker.assert_alive_or_stopped()
+        assert time.monotonic() < deadline, f"{worker.kind}: {text!r} not logged"
+        time.sleep(0.1)
+
+
+def _done_by_partition_owner(pipe: Pipeline, worker) -> int:
+    """Bars stored so far by ``worker`` (its log's batch lines are not needed: the offsets of
+    the partitions it was assigned have moved in PostgreSQL)."""
+    owned = [int(p) for p in re.findall(r"\((\d+), -?\d+\)", worker.log.read_text())]
+    conn = pipe.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM consumer_offsets WHERE group_id = %s AND "
+                    "partition = ANY(%s) AND updated_at > now() - interval '60 seconds'",
+                    (pipe.settings.processor_group, owned))
+        n = cur.fetchone()[0]
+    conn.close()
+    return n

@@ -138,7 +138,7 @@ D = dt.date
 
 def test_stale_writer_commits_last(writers):
     """The new owner C applies 0..9; the old owner A commits 0..4 afterwards: A is fenced."""
-    settings, (a, c, _) = writers
+    _settings, (a, c, _) = writers
     msgs = bar_messages("FENCE", 0, D(2020, 1, 1), D(2020, 6, 30))  # 12 messages
     assert c.run(msgs[:10]).fenced == 0
     stale = a.run(msgs[:5])
@@ -150,7 +150,7 @@ def test_stale_writer_commits_last(writers):
 
 def test_stale_writer_commits_first(writers):
     """A holds 0..4 uncommitted while C tries 0..9: C waits, then applies only 5..9."""
-    settings, (a, c, _) = writers
+    _settings, (a, c, _) = writers
     msgs = bar_messages("FENCE", 0, D(2020, 1, 1), D(2020, 6, 30))
     a.apply(msgs[:5])
     thread = c.run_in_thread(msgs[:10])
@@ -165,7 +165,7 @@ def test_stale_writer_commits_first(writers):
 
 def test_concurrent_writers_with_overlapping_batches(writers):
     """Three writers start overlapping windows of one partition at once, round after round."""
-    settings, ws = writers
+    _settings, ws = writers
     msgs = bar_messages("FENCE", 0, D(2019, 1, 1), D(2020, 12, 31))  # ~50 messages
     windows = [(0, 12), (5, 20), (0, 25), (18, 40), (30, len(msgs)), (26, len(msgs))]
     for i in range(0, len(windows), 3):
@@ -182,7 +182,7 @@ def test_concurrent_writers_with_overlapping_batches(writers):
 def test_symbol_through_two_partitions(writers, older_first):
     """After a partition-count increase one symbol's messages come through two partitions,
     held by two processors at once: the second waits for the first's symbol lock."""
-    settings, (a, b, _) = writers
+    _settings, (a, b, _) = writers
     older = bar_messages("MOVED", 3, D(2020, 1, 1), D(2020, 6, 30))
     newer = bar_messages("MOVED", 7, D(2020, 7, 1), D(2020, 12, 31), first_offset=100)
     first, second = (older, newer) if older_first else (newer, older)

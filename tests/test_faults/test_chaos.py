@@ -1,0 +1,322 @@
+"""Chaos: a 1M-bar backfill while agents and processors are SIGKILLed, restarted and rescaled.
+
+200 synthetic symbols x 20 years (about 1,006,000 bars, 4,000 tasks) through 2 agents and 2
+processors. One worker is SIGKILLed every few seconds and replaced at once under the same slot
+(a pod restart: same FINPIPE_WORKER_ID), alternating agents and processors, at least
+``KILLS_PER_KIND`` of each; the processor count goes 2 -> 3 -> 1 -> 2 meanwhile (scale-down by
+SIGTERM, as KEDA does). Afterwards every symbol must equal a fresh computation (prices, all
+indicators against TA-Lib, every task done once with its own bar count).
+
+Liveness is measured per kill: for each partition the victim owned that had work waiting, the
+time from the kill (or SIGTERM) until the next offset committed on that partition by anyone
+(processors: ``consumer_offsets`` in PostgreSQL; agents: the group's committed offsets in
+Kafka). ``FINPIPE_CHAOS_MODE=dynamic-45s`` runs the same schedule with what the workers did
+before static membership (no worker id, librdkafka's 45 s session timeout) for comparison
+(docs/reliability.md); CI runs the default mode.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+from faultkit import (
+    ProgressSampler,
+    assert_exact,
+    dlq_counts,
+    duplicate_deliveries,
+    log_count,
+    record_figures,
+    start_script,
+    yearly_tasks,
+)
+
+from tests.fixtures.pipeline import Pipeline, WorkerProcess
+from workers.db import connect
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYMBOLS = [f"CHS{i:03d}" for i in range(200)]
+FIRST_YEAR, YEARS = 2004, 20  # 200 x 20 yearly tasks: about 1,006,000 bars
+KILLS_PER_KIND = 10
+# Seconds between two disruptions: a few batches of work in between.
+GAP_S = (1.5, 3.5)
+# After this many kills the processor count changes (2 -> 3 -> 1 -> 2).
+SCALE_AT = {4: 3, 10: 1, 16: 2}
+TIMEOUT_S = 600.0
+MODE = os.environ.get("FINPIPE_CHAOS_MODE", "static")
+# Each fetch takes this long (a live source's latency): 4,000 tasks keep 2 agents busy ~80 s.
+FETCH_S = 0.04
+# The goal: a killed worker's partitions flow again within 10 s of its replacement starting.
+RESTART_P95_GOAL_S = 10.0
+
+_EVENT_RE = re.compile(r"\b(assigned|revoked|lost)(?: partitions=| )\[([^\]]*)\]")
+
+
+def owned_partitions(log_text: str) -> set[int]:
+    """The partitions a worker owned at the end of its log (incremental assign/revoke)."""
+    owned: set[int] = set()
+    for event, inner in _EVENT_RE.findall(log_text):
+        numbers = re.findall(r"\((\d+),", inner) if "(" in inner else re.findall(r"\d+", inner)
+        parts = {int(n) for n in numbers}
+        owned = owned | parts if event == "assigned" else owned - parts
+    return owned
+
+
+@dataclass
+class Disruption:
+    kind: str  # agent | processor
+    slot: str
+    t: float
+    graceful: bool  # SIGTERM (scale-down) rather than SIGKILL + replacement
+    pending: dict[int, int] = field(default_factory=dict)  # partition -> offset at the kill
+    stalls: dict[int, float | None] = field(default_factory=dict)
+
+    @property
+    def resumed(self) -> float | None:
+        """Seconds until the first commit on any of the victim's pending partitions."""
+        known = [s for s in self.stalls.values() if s is not None]
+        return min(known) if known else None
+
+
+class OffsetWatch:
+    """Samples both groups' committed offsets every 0.1 s in a background thread."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.settings = pipe.settings
+        self.history: dict[tuple[str, int], list[tuple[float, int]]] = {}
+        self._stop = threading.Event()
+        self._admin = AdminClient(self.settings.kafka_client_config())
+        self._thread = threading.Thread(target=self._run, daemon=True, name="offsets")
+
+    def __enter__(self) -> OffsetWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _record(self, kind: str, partition: int, offset: int, t: float) -> None:
+        series = self.history.setdefault((kind, partition), [])
+        if not series or series[-1][1] != offset:
+            series.append((t, offset))
+
+    def _run(self) -> None:
+        conn = connect(self.settings)
+        conn.autocommit = True
+        s = self.settings
+        while not self._stop.is_set():
+            t = time.monotonic()
+            with conn.cursor() as cur:
+                cur.execute("SELECT partition, next_offset FROM consumer_offsets WHERE "
+                            "group_id = %s AND topic = %s", (s.processor_group, s.data_topic))
+                for partition, offset in cur.fetchall():
+                    self._record("processor", partition, offset, t)
+            try:
+                future = self._admin.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(s.agent_group)], request_timeout=5
+                )[s.agent_group]
+                for tp in future.result().topic_partitions:
+                    if tp.offset >= 0:
+                        self._record("agent", tp.partition, tp.offset, t)
+            except Exception:  # the group may be between coordinators; sample again
+                pass
+            self._stop.wait(0.1)
+        conn.close()
+
+    def offset_at(self, kind: str, partition: int, t: float) -> int:
+        before = [o for ts, o in self.history.get((kind, partition), []) if ts <= t]
+        return before[-1] if before else 0
+
+    def first_advance(self, kind: str, partition: int, t: float) -> float | None:
+        """Seconds from ``t`` to the first commit on ``partition`` past its offset at ``t``."""
+        base = self.offset_at(kind, partition, t)
+        for ts, offset in self.history.get((kind, partition), []):
+            if ts > t and offset > base:
+                return ts - t
+        return None
+
+
+class Chaos:
+    """The schedule: kills with replacement, alternating kinds, and processor rescaling."""
+
+    def __init__(self, pipe: Pipeline, watch: OffsetWatch, static: bool, seed: int) -> None:
+        self.pipe, self.watch, self.static = pipe, watch, static
+        # Before: dynamic membership with librdkafka's default session timeout.
+        self.env = {} if static else {"FINPIPE_KAFKA_SESSION_TIMEOUT_MS": "45000"}
+        self.rng = random.Random(seed)
+        self.live: dict[str, WorkerProcess] = {}
+        self.disruptions: list[Disruption] = []
+        self._watermarks = Consumer({**pipe.settings.kafka_client_config(),
+                                     "group.id": "chaos-watermarks"})
+
+    def start(self, kind: str, index: int) -> None:
+        slot = f"{kind}-{index}"
+        env = dict(self.env)
+        if self.static:
+            env["FINPIPE_WORKER_ID"] = slot
+        if kind == "agent":  # a source with latency, so agents always have work in flight
+            worker = start_script(self.pipe, "slow_agent.py", "agent",
+                                  FAULT_FETCH_SECONDS=str(FETCH_S), **env)
+        else:
+            worker = self.pipe.start(kind, **env)
+        self.live[slot] = worker
+
+    def _pending(self, kind: str, partitions: set[int], t: float) -> dict[int, int]:
+        """Partitions with work waiting at ``t`` -> their committed offset then."""
+        s = self.pipe.settings
+        topic = s.tasks_topic if kind == "agent" else s.data_topic
+        # Agents read a plain topic; processors a transactional one, whose last record is
+        # a commit marker that no consumer ever commits past: a gap of 1 is no work.
+        slack = 0 if kind == "agent" else 1
+        pending = {}
+        for p in partitions:
+            _, high = self._watermarks.get_watermark_offsets(TopicPartition(topic, p), 10)
+            committed = self.watch.offset_at(kind, p, t)
+            if high - committed > slack:
+                pending[p] = committed
+        return pending
+
+    def disrupt(self, slot: str, graceful: bool) -> None:
+        worker = self.live.pop(slot)
+        partitions = owned_partitions(worker.log.read_text(errors="replace"))
+        t = time.monotonic()
+        if graceful:
+            worker.stop()
+        else:
+            worker.kill(signal.SIGKILL)
+        pending = self._pending(worker.kind, partitions, t)
+        self.disruptions.append(Disruption(worker.kind, slot, t, graceful, pending))
+        if not graceful:  # the pod restarts under its own name
+            index = int(slot.rsplit("-", 1)[1])
+            self.start(worker.kind, index)
+
+    def rescale_processors(self, count: int) -> None:
+        slots = sorted(s for s in self.live if s.startswith("processor-"))
+        for slot in slots[count:]:
+            self.disrupt(slot, graceful=True)
+        for index in range(count):
+            if f"processor-{index}" not in self.live:
+                self.start("processor", index)
+
+    def measure(self) -> None:
+        for d in self.disruptions:
+            d.stalls = {p: self.watch.first_advance(d.kind, p, d.t) for p in d.pending}
+
+    def close(self) -> None:
+        self._watermarks.close()
+
+
+def _summary(values: list[float]) -> str:
+    if not values:
+        return "none"
+    values = sorted(values)
+    p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+    return (f"n={len(values)} p50={statistics.median(values):.1f}s p95={p95:.1f}s "
+            f"max={values[-1]:.1f}s total={sum(values):.0f}s")
+
+
+def _p95(values: list[float]) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+
+
+def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
+    static = MODE == "static"
+    pipe = pipeline_factory(source="synthetic")
+    tasks = yearly_tasks(SYMBOLS, FIRST_YEAR, YEARS)
+    t0 = time.monotonic()
+    with OffsetWatch(pipe) as watch, ProgressSampler(pipe.settings) as progress:
+        chaos = Chaos(pipe, watch, static, seed=20261128)
+        for i in range(2):
+            chaos.start("agent", i)
+            chaos.start("processor", i)
+        ids = pipe.send_tasks(tasks)
+        progress.wait_bars(1, timeout=120)  # the pipeline is flowing
+        kills = {"agent": 0, "processor": 0}
+        scaled: set[int] = set()
+        while min(kills.values()) < KILLS_PER_KIND:
+            time.sleep(chaos.rng.uniform(*GAP_S))
+            if progress.samples and progress.samples[-1].finished == len(ids):
+                break  # the backfill finished first: asserted below
+            n = sum(kills.values())
+            if n in SCALE_AT and n not in scaled:
+                scaled.add(n)
+                chaos.rescale_processors(SCALE_AT[n])
+            kind = "agent" if n % 2 == 0 else "processor"
+            # Kill a worker at work, as a node drain would: one that owns partitions (a
+            # process still starting has nothing in flight to lose).
+            working = sorted(slot for slot, w in chaos.live.items() if slot.startswith(kind)
+                             and owned_partitions(w.log.read_text(errors="replace")))
+            if working:
+                chaos.disrupt(chaos.rng.choice(working), graceful=False)
+                kills[kind] += 1
+        chaos.rescale_processors(2)
+        kills_done_s = time.monotonic() - t0
+        pipe.wait_tasks(ids, timeout=TIMEOUT_S)
+        wall_s = time.monotonic() - t0
+        time.sleep(0.5)  # one more offsets sample after the last commit
+    chaos.measure()
+    chaos.close()
+    pipe.stop_all()
+
+    exact = assert_exact(pipe, tasks)
+    messages, repeats = duplicate_deliveries(pipe.settings)
+    dead = dlq_counts(pipe.settings)
+    logs = pipe.workers
+    restarts = [d for d in chaos.disruptions if not d.graceful]
+    graceful = [d for d in chaos.disruptions if d.graceful]
+    in_flight = {k: sum(1 for d in restarts if d.kind == k and d.pending)
+                 for k in ("agent", "processor")}
+    # Per kill: until the victim's partitions flow again (the first commit on any of them),
+    # and per partition: until each one does (includes waiting behind other partitions).
+    resumed = {k: [d.resumed for d in restarts if d.kind == k and d.resumed is not None]
+               for k in ("agent", "processor")}
+    per_partition = {k: [s for d in restarts if d.kind == k for s in d.stalls.values()
+                         if s is not None] for k in ("agent", "processor")}
+    handovers = [d.resumed for d in graceful if d.resumed is not None]
+    unanswered = sum(1 for d in chaos.disruptions for s in d.stalls.values() if s is None)
+    fenced = sum(int(n) for w in logs if w.kind == "processor" for n in re.findall(
+        r"dropped (\d+) messages another processor", w.log.read_text(errors="replace")))
+    dropped = sum(int(n) for w in logs if w.kind == "processor" for n in re.findall(
+        r"dropped (\d+) messages of partitions no longer owned",
+        w.log.read_text(errors="replace")))
+    record_figures(
+        f"chaos[{MODE}]", bars=exact.stored_bars, tasks=len(ids), wall_s=wall_s,
+        kills_phase_s=kills_done_s, agent_kills=kills["agent"],
+        processor_kills=kills["processor"], agent_kills_in_flight=in_flight["agent"],
+        processor_kills_in_flight=in_flight["processor"], graceful_stops=len(graceful),
+        assignments=log_count(logs, " assigned "),
+        batch_retries=log_count(logs, "batch not committed"),
+        agent_aborts=log_count(logs, "transaction aborted"),
+        fenced_messages=fenced, dropped_revoked=dropped, duplicate_deliveries=repeats,
+        bar_messages=messages, dead_letters=sum(dead.values()), unanswered=unanswered,
+    )
+    for kind in ("agent", "processor"):
+        record_figures(f"chaos[{MODE}] {kind} SIGKILL->flowing again",
+                       per_kill=_summary(resumed[kind]),
+                       per_partition=_summary(per_partition[kind]))
+    record_figures(f"chaos[{MODE}] processor SIGTERM->flowing again",
+                   per_stop=_summary(handovers))
+
+    assert exact.lost == 0 and exact.doubled == 0
+    assert sum(dead.values()) == 0
+    assert min(kills.values()) >= KILLS_PER_KIND, f"backfill ended after {kills} kills"
+    # The kills must hit work in flight, or they prove nothing.
+    for kind in ("agent", "processor"):
+        assert in_flight[kind] >= KILLS_PER_KIND // 2, f"{kind} kills that hit work: {in_flight}"
+        assert resumed[kind], f"no {kind} kill measured"
+    if static:
+        for kind in ("agent", "processor"):
+            assert _p95(resumed[kind]) <= RESTART_P95_GOAL_S, (
+                f"{kind} SIGKILL->flowing again {_summary(resumed[kind])}")
