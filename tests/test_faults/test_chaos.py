@@ -3,9 +3,11 @@
 200 synthetic symbols x 20 years (about 1,006,000 bars, 4,000 tasks) through 2 agents and 2
 processors. One worker is SIGKILLed every few seconds and replaced at once under the same slot
 (a pod restart: same FINPIPE_WORKER_ID), alternating agents and processors, at least
-``KILLS_PER_KIND`` of each; the processor count goes 2 -> 3 -> 1 -> 2 meanwhile (scale-down by
-SIGTERM, as KEDA does). Afterwards every symbol must equal a fresh computation (prices, all
-indicators against TA-Lib, every task done once with its own bar count).
+``KILLS_PER_KIND`` of each, each kill hitting a worker that owns partitions and the next kill of
+a kind waiting until the previous one's partitions flow again (so each recovery is measured,
+not cut short by the next kill); the processor count goes 2 -> 3 -> 1 -> 2 meanwhile
+(scale-down by SIGTERM, as KEDA does). Afterwards every symbol must equal a fresh computation
+(prices, all indicators against TA-Lib, every task done once with its own bar count).
 
 Liveness is measured per kill: for each partition the victim owned that had work waiting, the
 time from the kill (or SIGTERM) until the next offset committed on that partition by anyone
@@ -50,6 +52,8 @@ FIRST_YEAR, YEARS = 2004, 20  # 200 x 20 yearly tasks: about 1,006,000 bars
 KILLS_PER_KIND = 10
 # Seconds between two disruptions: a few batches of work in between.
 GAP_S = (1.5, 3.5)
+# The next kill of a kind waits until the last one's partitions flow again, at most this long.
+MAX_RECOVERY_WAIT_S = 30.0
 # After this many kills the processor count changes (2 -> 3 -> 1 -> 2).
 SCALE_AT = {4: 3, 10: 1, 16: 2}
 TIMEOUT_S = 600.0
@@ -201,6 +205,13 @@ class Chaos:
             index = int(slot.rsplit("-", 1)[1])
             self.start(worker.kind, index)
 
+    def recovered(self, kind: str) -> bool:
+        """The last kill of ``kind`` is over: its partitions flow again, or it is long ago."""
+        last = next((d for d in reversed(self.disruptions) if d.kind == kind), None)
+        if last is None or not last.pending or time.monotonic() - last.t > MAX_RECOVERY_WAIT_S:
+            return True
+        return any(self.watch.first_advance(kind, p, last.t) is not None for p in last.pending)
+
     def rescale_processors(self, count: int) -> None:
         slots = sorted(s for s in self.live if s.startswith("processor-"))
         for slot in slots[count:]:
@@ -254,6 +265,8 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
                 scaled.add(n)
                 chaos.rescale_processors(SCALE_AT[n])
             kind = "agent" if n % 2 == 0 else "processor"
+            if not chaos.recovered(kind):
+                continue  # one kill of a kind at a time, so each kill's recovery is seen
             # Kill a worker at work, as a node drain would: one that owns partitions (a
             # process still starting has nothing in flight to lose).
             working = sorted(slot for slot, w in chaos.live.items() if slot.startswith(kind)

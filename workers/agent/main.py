@@ -48,9 +48,9 @@ WORKER = "agent"
 # (the rest of the poll goes into the next one), so a fast source amortises commits over many
 # tasks and a slow, rate-limited one never holds a transaction near its timeout.
 BATCH_SIZE = 500
-# 3 s also bounds what a killed agent loses and how long its successor takes to commit again
+# 1 s also bounds what a killed agent loses and how long its successor takes to commit again
 # (the fast-recovery goal is rows flowing within 10 s of a kill); a commit costs ~10 ms.
-TRANSACTION_BUDGET_SECONDS = 3.0
+TRANSACTION_BUDGET_SECONDS = 1.0
 # KEDA's lagThreshold for agents: tasks waiting per replica before another one is added
 # (helm-values/finpipe-workers.yaml; checked by tests/test_k8s).
 LAG_PER_REPLICA = 100
