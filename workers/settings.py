@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # TLS (SSL, SASL_SSL): the PEM file of the CA that signed the brokers' certificates
+    # (Strimzi's cluster CA). Unset: librdkafka's built-in default trust store, which a
+    # private cluster CA is not in.
+    kafka_ssl_ca_location: str | None = None
+    # Check that the broker's certificate names the host connected to ("https"), or not ("none":
+    # only for brokers reached by an address their certificate does not list).
+    kafka_ssl_endpoint_identification: Literal["https", "none"] = "https"
+    # Consumer group timing (issue 17). With static membership (worker_id set), a member that
+    # stops is replaced without a rebalance if it returns within the session timeout; one that
+    # does not return loses its partitions after it.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     # Kafka's default max.message.bytes is 1 MiB; stay well under it per message.
     max_message_bytes: int = Field(default=900_000, ge=1024)
 
@@ -68,6 +81,9 @@ class Settings(BaseSettings):
     dagster_port: int = Field(default=3000, ge=1, le=65535)
 
     # --- Workers -----------------------------------------------------------------------------
+    # A stable identity of this worker slot (in Kubernetes the StatefulSet pod's name): the
+    # Kafka static group member id and the agent's transactional.id suffix. None: dynamic.
+    worker_id: str | None = None
     source: SourceName = "sample"
     csv_dir: str | None = None
     # Bars per Stock_data_topic message; 1,000 bars of 9 columns is about 150 kB of JSON.
@@ -91,6 +107,12 @@ class Settings(BaseSettings):
             config["sasl.username"] = self.kafka_sasl_username or ""
             config["sasl.password"] = (
                 self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            )
+        if self.kafka_security_protocol.endswith("SSL"):
+            if self.kafka_ssl_ca_location:
+                config["ssl.ca.location"] = self.kafka_ssl_ca_location
+            config["ssl.endpoint.identification.algorithm"] = (
+                self.kafka_ssl_endpoint_identification
             )
         return config
 
