@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
 import pytest
+import yaml
+from psycopg.conninfo import make_conninfo
 from psycopg2 import sql
+from pydantic import SecretStr
 
 from finpipe.stack.postgres import PostgresCluster
 from workers import contracts
@@ -331,3 +335,148 @@ def test_reader_sees_tables_added_later_but_others_do_not(secure_db):
         with owner.cursor() as cur:
             cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
         owner.commit()
+
+
+# --- the roles as CloudNativePG creates them (helm-values/cloudnative-pg.yaml) ---------------
+REPO = Path(__file__).resolve().parents[2]
+GROUP_ROLES_BY_NAME = {"finpipe_manager": "manager", "finpipe_processor": "processor",
+                       "finpipe_agent": "agent", "finpipe_reader": "reader"}
+
+
+def _cnpg_cluster() -> dict[str, Any]:
+    docs = yaml.safe_load_all((REPO / "helm-values" / "cloudnative-pg.yaml").read_text())
+    return next(d for d in docs if d and d["kind"] == "Cluster")
+
+
+def _agent_pgoptions() -> str:
+    """PGOPTIONS of the agent pods, as the chart renders them from its values files."""
+    values = [yaml.safe_load((REPO / p).read_text()) for p in
+              ("charts/finpipe-workers/values.yaml", "helm-values/finpipe-workers.yaml")]
+    extra = [e for v in values for e in v["workers"]["agent"].get("extraEnv", [])]
+    (value,) = {e["value"] for e in extra if e["name"] == "PGOPTIONS"}
+    return value
+
+
+def _create_managed_role(cur: Any, role: dict[str, Any], name: str, password: str,
+                         rename: dict[str, str]) -> bool:
+    """What CloudNativePG's role reconciler does for one `managed.roles` entry (defaults:
+    NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT); False when the role already existed."""
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    created = cur.fetchone() is None
+    if created:
+        login = sql.SQL("LOGIN" if role.get("login") else "NOLOGIN")
+        flags = sql.SQL(" ").join(sql.SQL(f) for f in (
+            "SUPERUSER" if role.get("superuser") else "NOSUPERUSER",
+            "CREATEDB" if role.get("createdb") else "NOCREATEDB",
+            "CREATEROLE" if role.get("createrole") else "NOCREATEROLE",
+            "INHERIT" if role.get("inherit", True) else "NOINHERIT",
+        ))
+        if role.get("passwordSecret"):
+            cur.execute(sql.SQL("CREATE ROLE {} {} {} PASSWORD %s").format(
+                sql.Identifier(name), login, flags), (password,))
+        else:
+            cur.execute(sql.SQL("CREATE ROLE {} {} {}").format(
+                sql.Identifier(name), login, flags))
+    for group in role.get("inRoles", []):
+        cur.execute(sql.SQL("GRANT {} TO {}").format(
+            sql.Identifier(rename.get(group, group)), sql.Identifier(name)))
+    return created
+
+
+def test_cloudnative_pg_managed_roles_migrate_and_each_login_does_its_job(local_stack):
+    """The production path end to end: the roles exactly as helm-values/cloudnative-pg.yaml
+    declares them (login users renamed per test run; the group roles are cluster-wide and
+    keep their names), the database owned by the bootstrap owner without CREATEROLE, the
+    migrations applied by that owner, then each login user does its process's work and is
+    refused the rest. A missing group role, membership or grant fails here."""
+    from workers.db import apply_migrations
+    from workers.sources.ratelimit import PostgresRateLimiter
+
+    cluster = _cnpg_cluster()["spec"]
+    roles = [r for r in cluster["managed"]["roles"] if r.get("ensure", "present") == "present"]
+    owner_name = cluster["bootstrap"]["initdb"]["owner"]
+    tag = uuid.uuid4().hex[:8]
+    rename = {r["name"]: f"{r['name']}_t{tag}" for r in roles if r.get("login")}
+    passwords = {name: uuid.uuid4().hex for name in rename.values()}
+    database = f"finpipe_test_cnpg_{tag}"
+    admin = PostgresCluster(local_stack).admin_connection()
+    created: list[str] = []
+    conns: list[Any] = []
+
+    def login(declared: str, options: str | None = None) -> Any:
+        name = rename[declared]
+        kwargs = local_stack.model_copy(update={
+            "pg_user": name, "pg_database": database,
+            "pg_password": SecretStr(passwords[name])}).pg_connect_kwargs()
+        if options:
+            kwargs["options"] = options
+        conn = psycopg2.connect(**kwargs, connect_timeout=10)
+        conns.append(conn)
+        return conn
+
+    try:
+        with admin.cursor() as cur:
+            # Group roles first, then logins (CloudNativePG grants memberships after creating).
+            for role in sorted(roles, key=lambda r: bool(r.get("login"))):
+                name = rename.get(role["name"], role["name"])
+                if _create_managed_role(cur, role, name, passwords.get(name, ""), rename):
+                    created.append(name)
+            cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(database), sql.Identifier(rename[owner_name])))
+            cur.execute("SELECT rolcreaterole FROM pg_roles WHERE rolname = %s",
+                        (rename[owner_name],))
+            assert cur.fetchone() == (False,)
+
+        owner = local_stack.model_copy(update={
+            "pg_user": rename[owner_name], "pg_database": database})
+        assert "0003_roles" in apply_migrations(owner)
+
+        # Each login is a member of exactly one finpipe group role: its process kind.
+        kinds: dict[str, str] = {}
+        for role in roles:
+            if role.get("login") and role["name"] not in (owner_name, "dagster"):
+                (group,) = role["inRoles"]
+                assert group in GROUP_ROLES_BY_NAME, role
+                kinds[GROUP_ROLES_BY_NAME[group]] = role["name"]
+        assert set(kinds) == {"manager", "processor", "agent", "reader"}, kinds
+
+        manager = login(kinds["manager"])
+        _allowed(manager, "INSERT INTO symbols (symbol, name, active) VALUES ('CNPGM', 'x', true)")
+        _denied(manager, "INSERT INTO prices (symbol, date, close) VALUES ('CNPGM', "
+                         "'2020-01-02', 1)")
+        _denied(manager, "DELETE FROM tasks")
+
+        processor = login(kinds["processor"])
+        _allowed(processor, "CREATE TEMP TABLE staging_probe (x int)")
+        _allowed(processor, "SELECT * FROM consumer_offsets LIMIT 1")
+        _denied(processor, "UPDATE symbols SET active = true")
+
+        reader = login(kinds["reader"])
+        _allowed(reader, "SELECT * FROM prices LIMIT 1")
+        _denied(reader, "INSERT INTO symbols (symbol) VALUES ('CNPGR')")
+
+        # The agent: the shared budget through pyrate-limiter, with the search_path the
+        # chart's PGOPTIONS gives the agent pods (CloudNativePG cannot set it per role).
+        agent_name = rename[kinds["agent"]]
+        conninfo = make_conninfo("", **local_stack.model_copy(update={
+            "pg_user": agent_name, "pg_database": database,
+            "pg_password": SecretStr(passwords[agent_name])}).pg_connect_kwargs(),
+            options=_agent_pgoptions())
+        limiter = PostgresRateLimiter(conninfo, requests_per_minute=2, requests_per_hour=None)
+        try:
+            waits = [limiter.try_acquire() for _ in range(3)]
+        finally:
+            limiter.close()
+        assert waits[:2] == [0.0, 0.0] and waits[2] > 0, waits
+        agent = login(kinds["agent"], options=_agent_pgoptions())
+        _denied(agent, "SELECT * FROM public.prices LIMIT 1")
+    finally:
+        for conn in conns:
+            conn.close()
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(database)))
+            for name in reversed(created):
+                if name in rename.values():
+                    cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.close()
