@@ -42,19 +42,27 @@ def closure(root: str) -> set[str]:
 
 def main(constraints_path: str) -> int:
     pins = {}
-    for line in open(constraints_path):
-        if "==" in line and not line.lstrip().startswith("#"):
-            name, _, version = line.partition("==")
-            pins[norm(name)] = version.strip()
+    with open(constraints_path) as lines:
+        for line in lines:
+            if "==" in line and not line.lstrip().startswith("#"):
+                name, _, version = line.partition("==")
+                pins[norm(name)] = version.strip()
     installed = {norm(d.metadata["Name"]): d.version for d in md.distributions()}
     needed = closure("finpipe")
-    problems = [f"installed but not needed at runtime: {n}" for n in sorted(set(installed) -
-                                                                            needed)]
+    problems = [
+        f"installed but not needed at runtime: {n}" for n in sorted(set(installed) - needed)
+    ]
     problems += [f"needed but not installed: {n}" for n in sorted(needed - set(installed))]
-    problems += [f"{n} {v} differs from constraints.txt {pins[n]}"
-                 for n, v in sorted(installed.items()) if n in pins and pins[n] != v]
-    problems += [f"{n} is not pinned in constraints.txt" for n in sorted(needed)
-                 if n not in pins and n != "finpipe"]
+    problems += [
+        f"{n} {v} differs from constraints.txt {pins[n]}"
+        for n, v in sorted(installed.items())
+        if n in pins and pins[n] != v
+    ]
+    problems += [
+        f"{n} is not pinned in constraints.txt"
+        for n in sorted(needed)
+        if n not in pins and n != "finpipe"
+    ]
     for problem in problems:
         print(f"check_image_deps: {problem}", file=sys.stderr)
     if not problems:

@@ -28,15 +28,17 @@ def main() -> int:
     start = time.perf_counter()
     sessions = 400
     close = 100.0 + np.cumsum(np.sin(np.arange(sessions)) + 0.1)
-    bars = Bars(open=close, high=close + 1.0, low=close - 1.0, close=close,
-                volume=np.full(sessions, 1e6))
+    bars = Bars(
+        open=close, high=close + 1.0, low=close - 1.0, close=close, volume=np.full(sessions, 1e6)
+    )
     compute_incremental(bars, None)
     files = [p for p in Path(cache).rglob("*") if p.suffix in (".nbi", ".nbc")]
     if not files:
         print(f"compile_numba_cache: nothing cached under {cache}", file=sys.stderr)
         return 1
-    print(f"compile_numba_cache: {len(files)} files in {cache} "
-          f"({time.perf_counter() - start:.1f} s)")
+    print(
+        f"compile_numba_cache: {len(files)} files in {cache} ({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 

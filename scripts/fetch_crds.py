@@ -122,7 +122,7 @@ def _extract_yaml(archive: zipfile.ZipFile, prefix: str, target: Path) -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     for name in archive.namelist():
         if name.startswith(prefix) and name.endswith((".yaml", ".yml")):
-            rel = name[len(prefix):]
+            rel = name[len(prefix) :]
             if "/" in rel:  # only the directory itself, not sub-directories
                 continue
             (tmp / rel).write_bytes(archive.read(name))

@@ -35,9 +35,7 @@ class Settings(BaseSettings):
     topic_min_insync_replicas: int = Field(default=1, ge=1)
     agent_group: str = "finpipe-agents"
     processor_group: str = "finpipe-processors"
-    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
@@ -111,9 +109,7 @@ class Settings(BaseSettings):
         if self.kafka_security_protocol.endswith("SSL"):
             if self.kafka_ssl_ca_location:
                 config["ssl.ca.location"] = self.kafka_ssl_ca_location
-            config["ssl.endpoint.identification.algorithm"] = (
-                self.kafka_ssl_endpoint_identification
-            )
+            config["ssl.endpoint.identification.algorithm"] = self.kafka_ssl_endpoint_identification
         return config
 
     def pg_connect_kwargs(self, database: str | None = None) -> dict[str, Any]:

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from crd_schemas import CrdSchemas, fetch_crd_dir
 
 from workers.settings import ENV_PREFIX, Settings
-
-from crd_schemas import CrdSchemas, fetch_crd_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "finpipe-workers"
@@ -98,8 +97,15 @@ def helm() -> str:
 
 def _template(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
-        helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-        "--kube-version", KUBE_VERSION, *args,
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 

@@ -9,13 +9,28 @@ from __future__ import annotations
 
 from typing import Any
 
-ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                        "persistentVolumeClaim", "projected", "secret"}
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
-                "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies",
-                "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout",
-                "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
+ALLOWED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 SECCOMP_OK = {"RuntimeDefault", "Localhost"}
 
 
@@ -23,8 +38,11 @@ def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
     """Every rule of the restricted profile ``pod_spec`` (camelCase, as in a manifest) breaks."""
     out: list[str] = []
     pod_sc = pod_spec.get("securityContext") or {}
-    containers = [*pod_spec.get("initContainers", []), *pod_spec.get("containers", []),
-                  *pod_spec.get("ephemeralContainers", [])]
+    containers = [
+        *pod_spec.get("initContainers", []),
+        *pod_spec.get("containers", []),
+        *pod_spec.get("ephemeralContainers", []),
+    ]
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if pod_spec.get(key):
             out.append(f"{key} is set")
@@ -77,8 +95,14 @@ def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
 def _selinux(where: str, sc: dict[str, Any]) -> list[str]:
     opts = sc.get("seLinuxOptions") or {}
     bad = []
-    if opts.get("type") not in (None, "", "container_t", "container_init_t",
-                                "container_kvm_t", "container_engine_t"):
+    if opts.get("type") not in (
+        None,
+        "",
+        "container_t",
+        "container_init_t",
+        "container_kvm_t",
+        "container_engine_t",
+    ):
         bad.append(f"{where}: seLinuxOptions.type {opts['type']}")
     if opts.get("user") or opts.get("role"):
         bad.append(f"{where}: seLinuxOptions user/role")

@@ -82,7 +82,7 @@ def pip_installs() -> list[list[str]]:
             if not re.match(r"(pip|python3? -m pip) install\b", part):
                 continue
             tokens = shlex.split(part)
-            found.append(tokens[tokens.index("install") + 1:])
+            found.append(tokens[tokens.index("install") + 1 :])
     return found
 
 
@@ -128,9 +128,12 @@ def test_every_pip_install_uses_constraints_and_pins_nothing() -> None:
         joined = " ".join(args)
         assert "-c constraints.txt" in joined, f"pip install without constraints: {joined}"
         assert not SPECIFIER.search(joined), f"a pin in the Dockerfile: {joined}"
-        positional = [a for i, a in enumerate(args) if not a.startswith("-")
-                      and not (i and args[i - 1] in {"-c", "-r", "--constraint",
-                                                     "--requirement"})]
+        positional = [
+            a
+            for i, a in enumerate(args)
+            if not a.startswith("-")
+            and not (i and args[i - 1] in {"-c", "-r", "--constraint", "--requirement"})
+        ]
         # Only the project itself (`.`); dependencies come from -r <generated from pyproject>.
         assert set(positional) <= {"."}, f"packages named in the Dockerfile: {positional}"
 
@@ -172,11 +175,16 @@ def test_image_contains_every_package(code_settings) -> None:
     assert {code_settings.health_port, code_settings.metrics_port} <= exposed
 
 
-@pytest.mark.parametrize("needed", ["pyproject.toml", "constraints.txt", "README.md", "workers/",
-                                    "finpipe/", "finpipe_dagster/"])
+@pytest.mark.parametrize(
+    "needed",
+    ["pyproject.toml", "constraints.txt", "README.md", "workers/", "finpipe/", "finpipe_dagster/"],
+)
 def test_dockerignore_allows_only_the_build_inputs(needed: str) -> None:
-    lines = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (REPO / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "*", "an allow-list: everything else (.git, .venv, .state) stays out"
     assert f"!{needed}" in lines
     assert "**/__pycache__" in lines
@@ -252,7 +260,8 @@ def test_image_checks_its_dependency_set_exactly() -> None:
     steps = [s.strip() for s in install.split("&&")]
     # pip and setuptools leave before the check, which then finds only finpipe's closure.
     assert steps.index("pip uninstall --yes setuptools pip") < steps.index(
-        "python scripts/check_image_deps.py constraints.txt")
+        "python scripts/check_image_deps.py constraints.txt"
+    )
     assert "COPY scripts/check_image_deps.py scripts/compile_numba_cache.py ./scripts/" in text
     dockerignore = (REPO / ".dockerignore").read_text().splitlines()
     assert {"!scripts/check_image_deps.py", "!scripts/compile_numba_cache.py"} <= set(dockerignore)

@@ -21,14 +21,26 @@ CHART = REPO / "charts" / "finpipe-workers"
 WORKERS_VALUES = REPO / "helm-values" / "finpipe-workers.yaml"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema here.
 SCHEMA_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
-BUILTIN_KINDS = {"ConfigMap", "StatefulSet", "PodDisruptionBudget", "Service", "ServiceAccount",
-                 "NetworkPolicy"}
-CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "KafkaUser", "PrometheusRule",
-                "PodMonitor"}
+BUILTIN_KINDS = {
+    "ConfigMap",
+    "StatefulSet",
+    "PodDisruptionBudget",
+    "Service",
+    "ServiceAccount",
+    "NetworkPolicy",
+}
+CUSTOM_KINDS = {
+    "ScaledObject",
+    "TriggerAuthentication",
+    "KafkaUser",
+    "PrometheusRule",
+    "PodMonitor",
+}
 
 
-def validate_objects(objects: list[dict[str, Any]], version: str,
-                     crds: CrdSchemas) -> list[dict[str, Any]]:
+def validate_objects(
+    objects: list[dict[str, Any]], version: str, crds: CrdSchemas
+) -> list[dict[str, Any]]:
     """Validate every object strictly, built-in or custom; return the custom resources."""
     custom = []
     for obj in objects:
@@ -41,8 +53,7 @@ def validate_objects(objects: list[dict[str, Any]], version: str,
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{where} (k8s {version}): {exc.message}"
-                        f" at {'/'.join(map(str, exc.path))}")
+            pytest.fail(f"{where} (k8s {version}): {exc.message} at {'/'.join(map(str, exc.path))}")
     return custom
 
 
@@ -79,8 +90,9 @@ def by_kind(objects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
-def test_chart_objects_validate(rendered_full: list[dict[str, Any]], version: str,
-                                crds: CrdSchemas) -> None:
+def test_chart_objects_validate(
+    rendered_full: list[dict[str, Any]], version: str, crds: CrdSchemas
+) -> None:
     kinds = {obj["kind"] for obj in rendered_full}
     assert kinds == BUILTIN_KINDS | CUSTOM_KINDS, kinds
     custom = validate_objects(rendered_full, version, crds)
@@ -102,16 +114,26 @@ def test_plaintext_cluster_without_users_renders_and_validates(render, crds) -> 
     """A cluster without Kafka authentication: no KafkaUsers, no TriggerAuthentications, no CA,
     fixed replicas for the agent (no KEDA)."""
     objects = render(
-        "-f", str(WORKERS_VALUES),
-        "--set", "config.kafka_security_protocol=PLAINTEXT",
-        "--set", "config.kafka_bootstrap_servers=kafka:9092",
-        "--set", "kafka.caSecret.name=",
-        "--set", "kafka.managerUser.enabled=false",
-        "--set", "kedaKafkaAuth.enabled=false",
-        "--set", "workers.agent.kafkaUser.enabled=false",
-        "--set", "workers.processor.kafkaUser.enabled=false",
-        "--set", "workers.agent.autoscaling.enabled=false",
-        "--set", "workers.agent.replicas=2",
+        "-f",
+        str(WORKERS_VALUES),
+        "--set",
+        "config.kafka_security_protocol=PLAINTEXT",
+        "--set",
+        "config.kafka_bootstrap_servers=kafka:9092",
+        "--set",
+        "kafka.caSecret.name=",
+        "--set",
+        "kafka.managerUser.enabled=false",
+        "--set",
+        "kedaKafkaAuth.enabled=false",
+        "--set",
+        "workers.agent.kafkaUser.enabled=false",
+        "--set",
+        "workers.processor.kafkaUser.enabled=false",
+        "--set",
+        "workers.agent.autoscaling.enabled=false",
+        "--set",
+        "workers.agent.replicas=2",
     )
     kinds = by_kind(validate_objects(objects, SCHEMA_VERSIONS[-1], crds))
     assert "KafkaUser" not in kinds and "TriggerAuthentication" not in kinds
@@ -128,8 +150,10 @@ def test_plaintext_cluster_without_users_renders_and_validates(render, crds) -> 
 
 def test_max_replicas_above_partitions_is_refused(render_error) -> None:
     err = render_error(
-        "-f", str(WORKERS_VALUES),
-        "--set", "workers.processor.autoscaling.maxReplicaCount=13",
+        "-f",
+        str(WORKERS_VALUES),
+        "--set",
+        "workers.processor.autoscaling.maxReplicaCount=13",
     )
     assert "exceeds config.topic_partitions" in err
 
@@ -141,9 +165,19 @@ def test_keda_auth_without_a_kafka_user_is_refused(render_error) -> None:
 
 def test_helm_lint(helm: str) -> None:
     proc = subprocess.run(
-        [helm, "lint", str(CHART), "--strict", "-f", str(WORKERS_VALUES),
-         "--kube-version", "1.33.0"],
-        capture_output=True, text=True, timeout=120,
+        [
+            helm,
+            "lint",
+            str(CHART),
+            "--strict",
+            "-f",
+            str(WORKERS_VALUES),
+            "--kube-version",
+            "1.33.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -29,18 +29,20 @@ def additional_pod_monitors(prometheus_values: dict[str, Any]) -> list[dict[str,
     out = []
     for entry in prometheus_values["prometheus"]["additionalPodMonitors"]:
         spec = {k: v for k, v in entry.items() if k not in PODMONITOR_METADATA_KEYS}
-        out.append({
-            "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-            "metadata": {"name": entry["name"], "labels": entry.get("additionalLabels", {})},
-            "spec": spec,
-        })
+        out.append(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PodMonitor",
+                "metadata": {"name": entry["name"], "labels": entry.get("additionalLabels", {})},
+                "spec": spec,
+            }
+        )
     return out
 
 
 @pytest.fixture(scope="module")
 def shipped(rendered_full, strimzi_docs, cnpg_docs, prometheus_values) -> list[dict[str, Any]]:
-    return [*rendered_full, *strimzi_docs, *cnpg_docs,
-            *additional_pod_monitors(prometheus_values)]
+    return [*rendered_full, *strimzi_docs, *cnpg_docs, *additional_pod_monitors(prometheus_values)]
 
 
 def test_every_custom_resource_validates(shipped, crds: CrdSchemas) -> None:
@@ -54,14 +56,25 @@ def test_every_custom_resource_validates(shipped, crds: CrdSchemas) -> None:
         else:
             # A built-in kind, or a custom one no CRD serves (then no schema is found: fails).
             try:
-                kubernetes_validate.validate(obj, kubernetes_validate.latest_version(),
-                                             strict=True)
-            except (kubernetes_validate.ValidationError,
-                    kubernetes_validate.SchemaNotFoundError) as exc:
+                kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+            except (
+                kubernetes_validate.ValidationError,
+                kubernetes_validate.SchemaNotFoundError,
+            ) as exc:
                 pytest.fail(f"{where}: {exc}")
-    assert kinds >= {"ScaledObject", "TriggerAuthentication", "KafkaUser", "PrometheusRule",
-                     "PodMonitor", "Kafka", "KafkaNodePool", "KafkaTopic", "Cluster",
-                     "Database", "ScheduledBackup"}, kinds
+    assert kinds >= {
+        "ScaledObject",
+        "TriggerAuthentication",
+        "KafkaUser",
+        "PrometheusRule",
+        "PodMonitor",
+        "Kafka",
+        "KafkaNodePool",
+        "KafkaTopic",
+        "Cluster",
+        "Database",
+        "ScheduledBackup",
+    }, kinds
 
 
 def _declared(schema: dict[str, Any], path: tuple[Any, ...]) -> bool:
@@ -75,8 +88,11 @@ def _declared(schema: dict[str, Any], path: tuple[Any, ...]) -> bool:
         elif step in node.get("properties", {}):
             node = node["properties"][step]
         else:
-            node = node.get("additionalProperties") if isinstance(
-                node.get("additionalProperties"), dict) else None
+            node = (
+                node.get("additionalProperties")
+                if isinstance(node.get("additionalProperties"), dict)
+                else None
+            )
     return node is not None and path[-1] in node.get("properties", {})
 
 

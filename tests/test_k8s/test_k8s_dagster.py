@@ -111,15 +111,21 @@ def test_every_secret_any_file_references_is_created_in_the_docs(
     for obj in rendered:
         pod = obj.get("spec", {}).get("template", {}).get("spec", {})
         for c in pod.get("initContainers", []) + pod.get("containers", []):
-            refs |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
-                     if "secretKeyRef" in e.get("valueFrom", {})}
+            refs |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in c.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
         refs |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
         if obj["kind"] == "TriggerAuthentication":
             refs |= {r["name"] for r in obj["spec"]["secretTargetRef"]}
     cluster = next(d for d in cnpg_docs if d["kind"] == "Cluster")
     refs.add(cluster["spec"]["bootstrap"]["initdb"]["secret"]["name"])
-    refs |= {r["passwordSecret"]["name"] for r in cluster["spec"]["managed"]["roles"]
-             if "passwordSecret" in r}
+    refs |= {
+        r["passwordSecret"]["name"]
+        for r in cluster["spec"]["managed"]["roles"]
+        if "passwordSecret" in r
+    }
     store = cluster["spec"]["backup"]["barmanObjectStore"]["s3Credentials"]
     refs |= {ref["name"] for ref in store.values()}
     refs |= dagster_secret_refs(dagster_values)

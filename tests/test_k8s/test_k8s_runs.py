@@ -51,38 +51,56 @@ def run_launcher_config(values: dict[str, Any], kubeconfig: Path) -> dict[str, A
     for key, field in names.items():
         if rl.get(key):
             cfg[field] = [ref["name"] for ref in rl[key]]
-    plain = {"envVars": "env_vars", "volumeMounts": "volume_mounts", "volumes": "volumes",
-             "labels": "labels", "resources": "resources", "schedulerName": "scheduler_name",
-             "securityContext": "security_context"}
+    plain = {
+        "envVars": "env_vars",
+        "volumeMounts": "volume_mounts",
+        "volumes": "volumes",
+        "labels": "labels",
+        "resources": "resources",
+        "schedulerName": "scheduler_name",
+        "securityContext": "security_context",
+    }
     for key, field in plain.items():
         if rl.get(key):
             cfg[field] = rl[key]
     if rl.get("failPodOnRunFailure"):
         cfg["fail_pod_on_run_failure"] = True
     run = rl.get("runK8sConfig") or {}
-    sections = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config",
-                "podTemplateSpecMetadata": "pod_template_spec_metadata",
-                "jobSpecConfig": "job_spec_config", "jobMetadata": "job_metadata"}
+    sections = {
+        "containerConfig": "container_config",
+        "podSpecConfig": "pod_spec_config",
+        "podTemplateSpecMetadata": "pod_template_spec_metadata",
+        "jobSpecConfig": "job_spec_config",
+        "jobMetadata": "job_metadata",
+    }
     if run:
         cfg["run_k8s_config"] = {field: run[key] for key, field in sections.items() if run.get(key)}
     return cfg
 
 
-def location_container_context(values: dict[str, Any], deployment: dict[str, Any]
-                               ) -> dict[str, Any]:
+def location_container_context(
+    values: dict[str, Any], deployment: dict[str, Any]
+) -> dict[str, Any]:
     """The chart's `dagsterUserDeployments.k8sContainerContext` helper for one location."""
     k8s: dict[str, Any] = {
         "image_pull_policy": deployment["image"]["pullPolicy"],
-        "env_config_maps": [f"{RELEASE}-dagster-user-deployments-{deployment['name']}-user-env",
-                            *(ref["name"] for ref in deployment.get("envConfigMaps", []))],
+        "env_config_maps": [
+            f"{RELEASE}-dagster-user-deployments-{deployment['name']}-user-env",
+            *(ref["name"] for ref in deployment.get("envConfigMaps", [])),
+        ],
         "namespace": NAMESPACE,
         "service_account_name": f"{RELEASE}-dagster-user-deployments-user-deployments",
         "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
     }
     if deployment.get("envSecrets"):
         k8s["env_secrets"] = [ref["name"] for ref in deployment["envSecrets"]]
-    plain = {"volumeMounts": "volume_mounts", "volumes": "volumes", "labels": "labels",
-             "resources": "resources", "schedulerName": "scheduler_name"}
+    plain = {
+        "volumeMounts": "volume_mounts",
+        "volumes": "volumes",
+        "labels": "labels",
+        "resources": "resources",
+        "schedulerName": "scheduler_name",
+    }
     for key, field in plain.items():
         if deployment.get(key):
             k8s[field] = deployment[key]
@@ -90,7 +108,8 @@ def location_container_context(values: dict[str, Any], deployment: dict[str, Any
         k8s["env"] = deployment["env"]
     if deployment.get("annotations"):
         k8s["run_k8s_config"]["pod_template_spec_metadata"] = {
-            "annotations": deployment["annotations"]}
+            "annotations": deployment["annotations"]
+        }
     return {"k8s": k8s}
 
 
@@ -112,8 +131,9 @@ def run_job(values: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG)
-    processed = process_config(K8sRunLauncher.config_type(),
-                               run_launcher_config(values, kubeconfig))
+    processed = process_config(
+        K8sRunLauncher.config_type(), run_launcher_config(values, kubeconfig)
+    )
     assert processed.success, processed.errors
     launcher = K8sRunLauncher.from_config_value(None, processed.value)
 
@@ -165,8 +185,10 @@ def test_the_location_resources_win_the_merge(dagster_values, tmp_path) -> None:
     the launcher's, so a smaller location limit would shrink every run pod."""
     values = copy.deepcopy(dagster_values)
     (deployment,) = values["dagster-user-deployments"]["deployments"]
-    deployment["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"},
-                               "limits": {"memory": "1Gi"}}
+    deployment["resources"] = {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
     (container,) = run_job(values, tmp_path)["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["memory"] == "1Gi"
 
@@ -188,7 +210,9 @@ def test_run_pods_are_the_manager(job, workers_values) -> None:
     user = workers_values["kafka"]["managerUser"]["name"]
     assert env["FINPIPE_KAFKA_SASL_USERNAME"]["value"] == user
     assert env["FINPIPE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": user, "key": "password"}
+        "name": user,
+        "key": "password",
+    }
     config_maps = {s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s}
     assert workers_values["configMapName"] in config_maps
     ca_path = Path(workers_values["config"]["kafka_ssl_ca_location"])
@@ -196,8 +220,9 @@ def test_run_pods_are_the_manager(job, workers_values) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     volume = volumes[mounts[str(ca_path.parent)]]
     assert volume["secret"]["secretName"] == workers_values["kafka"]["caSecret"]["name"]
-    assert {"key": workers_values["kafka"]["caSecret"]["key"], "path": ca_path.name} in \
-        volume["secret"]["items"]
+    assert {"key": workers_values["kafka"]["caSecret"]["key"], "path": ca_path.name} in volume[
+        "secret"
+    ]["items"]
 
 
 def test_a_run_without_security_context_breaks_the_profile(dagster_values, tmp_path) -> None:
@@ -210,11 +235,19 @@ def test_a_run_without_security_context_breaks_the_profile(dagster_values, tmp_p
     assert any("capabilities" in p for p in problems), problems
 
 
-def _dagster_pod(values: dict[str, Any], pod_sc: dict[str, Any], sc: dict[str, Any],
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _dagster_pod(
+    values: dict[str, Any],
+    pod_sc: dict[str, Any],
+    sc: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     container = {"name": "c", "image": "i", "securityContext": sc, **(extra or {})}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
-            "spec": {"securityContext": pod_sc, "containers": [container]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {"securityContext": pod_sc, "containers": [container]},
+    }
 
 
 def test_dagster_pods_satisfy_the_restricted_profile(dagster_values) -> None:
@@ -223,16 +256,23 @@ def test_dagster_pods_satisfy_the_restricted_profile(dagster_values) -> None:
     of the location's values are valid objects."""
     (deployment,) = dagster_values["dagster-user-deployments"]["deployments"]
     location = _dagster_pod(
-        dagster_values, deployment["podSecurityContext"], deployment["securityContext"],
-        {"env": deployment["env"], "volumeMounts": deployment["volumeMounts"],
-         "resources": deployment["resources"]})
+        dagster_values,
+        deployment["podSecurityContext"],
+        deployment["securityContext"],
+        {
+            "env": deployment["env"],
+            "volumeMounts": deployment["volumeMounts"],
+            "resources": deployment["resources"],
+        },
+    )
     location["spec"]["volumes"] = deployment["volumes"]
     kubernetes_validate.validate(location, kubernetes_validate.latest_version(), strict=True)
     pods = {"code location": location}
     for name in ("dagsterWebserver", "dagsterDaemon"):
         part = dagster_values[name]
-        pods[name] = _dagster_pod(dagster_values, part["podSecurityContext"],
-                                  part["securityContext"])
+        pods[name] = _dagster_pod(
+            dagster_values, part["podSecurityContext"], part["securityContext"]
+        )
     for name, pod in pods.items():
         kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
         assert restricted_violations(pod["spec"]) == [], name
@@ -242,8 +282,7 @@ def test_worker_pods_satisfy_the_restricted_profile(rendered) -> None:
     sets = [o for o in rendered if o["kind"] == "StatefulSet"]
     assert sets
     for sts in sets:
-        assert restricted_violations(sts["spec"]["template"]["spec"]) == [], \
-            sts["metadata"]["name"]
+        assert restricted_violations(sts["spec"]["template"]["spec"]) == [], sts["metadata"]["name"]
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,16 @@ SECRET_FIELDS = {"pg_password", "kafka_sasl_password"}
 CONSUMES = {"agent": ("tasks_topic", "agent_group"), "processor": ("data_topic", "processor_group")}
 # Settings that name the same thing everywhere (locally and in a cluster).
 SHARED_NAMES = (
-    "tasks_topic", "data_topic", "dlq_topic", "agent_group", "processor_group",
-    "topic_partitions", "health_port", "metrics_port", "pg_database", "pg_dagster_database",
+    "tasks_topic",
+    "data_topic",
+    "dlq_topic",
+    "agent_group",
+    "processor_group",
+    "topic_partitions",
+    "health_port",
+    "metrics_port",
+    "pg_database",
+    "pg_dagster_database",
 )
 # Variables a pod may carry beyond FINPIPE_* settings (libpq's, for the agent's search_path).
 OTHER_ENV = {"PGOPTIONS"}
@@ -64,6 +72,7 @@ def cluster_settings(configmap: dict[str, str], settings_from_env, code_settings
 
 # --- env var names -------------------------------------------------------------------------
 
+
 def test_configmap_keys_are_settings_env_vars(configmap, code_settings: Settings) -> None:
     names = set(code_settings.env_var_names().values())
     assert set(configmap) <= names, sorted(set(configmap) - names)
@@ -96,8 +105,7 @@ def test_worker_id_is_the_pod_name(rendered) -> None:
     for sts in of_kind(rendered, "StatefulSet").values():
         main = sts["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e for e in main["env"]}
-        assert env["FINPIPE_WORKER_ID"]["valueFrom"] == {
-            "fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["FINPIPE_WORKER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 def test_configmap_parses_as_settings(cluster_settings: Settings, configmap) -> None:
@@ -121,20 +129,24 @@ def test_each_worker_has_its_own_database_identity(rendered, workers_values, cnp
         w = workers_values["workers"][worker]
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
         assert env["FINPIPE_PG_USER"]["value"] == w["env"]["pg_user"] != owner["owner"]
-        assert env["FINPIPE_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == \
-            w["secretEnv"]["pg_password"]
+        assert (
+            env["FINPIPE_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == w["secretEnv"]["pg_password"]
+        )
         assert w["secretEnv"]["pg_password"]["name"] != owner["secret"]["name"]
         users.add(w["env"]["pg_user"])
         for init in [c for c in spec.get("initContainers", []) if c["name"] == "migrate"]:
             init_env = {e["name"]: e for e in init["env"]}
             assert init_env["FINPIPE_PG_USER"]["value"] == owner["owner"]
             assert init_env["FINPIPE_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-                "name": owner["secret"]["name"], "key": "password"}
+                "name": owner["secret"]["name"],
+                "key": "password",
+            }
             assert not any(e.startswith("FINPIPE_KAFKA") for e in init_env)
     assert len(users) == len(workloads(rendered))
 
 
 # --- the StatefulSets ---------------------------------------------------------------------
+
 
 def test_statefulsets_run_the_workers(rendered, code_settings: Settings) -> None:
     sets = workloads(rendered)
@@ -145,8 +157,7 @@ def test_statefulsets_run_the_workers(rendered, code_settings: Settings) -> None
         main = next(c for c in spec["containers"] if c["name"] == worker)
         assert main["command"] == ["python", "-m", f"workers.{worker}"]
         ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-        assert ports == {"health": code_settings.health_port,
-                         "metrics": code_settings.metrics_port}
+        assert ports == {"health": code_settings.health_port, "metrics": code_settings.metrics_port}
         assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
         assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
         assert main["startupProbe"]["httpGet"]["port"] == "health"
@@ -185,6 +196,7 @@ def test_pdbs_and_services_select_the_worker_pods(rendered, code_settings) -> No
 
 # --- KEDA ---------------------------------------------------------------------------------
 
+
 def test_scaled_objects_follow_the_consumer_groups(rendered, code_settings, configmap) -> None:
     scaled = {worker_of(s): s for s in of_kind(rendered, "ScaledObject").values()}
     deps = {w: s["metadata"]["name"] for w, s in workloads(rendered).items()}
@@ -193,8 +205,11 @@ def test_scaled_objects_follow_the_consumer_groups(rendered, code_settings, conf
     for worker, obj in scaled.items():
         topic_field, group_field = CONSUMES[worker]
         spec = obj["spec"]
-        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet",
-                                          "name": deps[worker]}
+        assert spec["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "name": deps[worker],
+        }
         (trigger,) = spec["triggers"]
         meta = trigger["metadata"]
         assert meta["topic"] == getattr(code_settings, topic_field)
@@ -216,12 +231,14 @@ def test_scaling_behaviour_avoids_rebalance_storms(rendered) -> None:
         # Lag must stay low for minutes before a pod goes; each step is one pod at a time.
         assert down["stabilizationWindowSeconds"] >= 300
         assert up["stabilizationWindowSeconds"] >= 30
-        assert all(p["type"] == "Pods" and p["value"] <= 2 for p in down["policies"] +
-                   up["policies"])
+        assert all(
+            p["type"] == "Pods" and p["value"] <= 2 for p in down["policies"] + up["policies"]
+        )
         assert obj["spec"]["cooldownPeriod"] >= 60
 
 
 # --- Strimzi ------------------------------------------------------------------------------
+
 
 def test_kafka_cluster_is_kraft_three_brokers_replicated(strimzi_docs, cluster_settings) -> None:
     kafka = next(d for d in strimzi_docs if d["kind"] == "Kafka")
@@ -230,8 +247,9 @@ def test_kafka_cluster_is_kraft_three_brokers_replicated(strimzi_docs, cluster_s
     assert "zookeeper" not in kafka["spec"]
     assert sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"]) == 3
     assert sum(p["spec"]["replicas"] for p in pools if "controller" in p["spec"]["roles"]) == 3
-    assert all(p["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
-               for p in pools)
+    assert all(
+        p["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"] for p in pools
+    )
     for pool in pools:
         for vol in pool["spec"]["storage"]["volumes"]:
             assert vol["type"] == "persistent-claim" and vol["deleteClaim"] is False
@@ -245,8 +263,9 @@ def test_kafka_cluster_is_kraft_three_brokers_replicated(strimzi_docs, cluster_s
     assert kafka["spec"]["kafka"]["version"] == cluster_settings.kafka_version
 
 
-def test_bootstrap_servers_is_the_strimzi_tls_listener(strimzi_docs, cluster_settings,
-                                                      rendered) -> None:
+def test_bootstrap_servers_is_the_strimzi_tls_listener(
+    strimzi_docs, cluster_settings, rendered
+) -> None:
     kafka = next(d for d in strimzi_docs if d["kind"] == "Kafka")
     (listener,) = kafka["spec"]["kafka"]["listeners"]
     assert listener["tls"] is True and listener["type"] == "internal"
@@ -261,16 +280,21 @@ def test_bootstrap_servers_is_the_strimzi_tls_listener(strimzi_docs, cluster_set
         meta = obj["spec"]["triggers"][0]["metadata"]
         assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable")
     # KEDA (namespace keda) and finpipe's pods must get through the listener's NetworkPolicy.
-    peers = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-             for p in listener["networkPolicyPeers"]}
+    peers = {
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for p in listener["networkPolicyPeers"]
+    }
     assert peers == {"finpipe", "keda"}
 
 
 def test_topics_match_settings(strimzi_docs, cluster_settings, code_settings) -> None:
     kafka = next(d for d in strimzi_docs if d["kind"] == "Kafka")
     topics = {d["spec"]["topicName"]: d for d in strimzi_docs if d["kind"] == "KafkaTopic"}
-    assert set(topics) == {code_settings.tasks_topic, code_settings.data_topic,
-                           code_settings.dlq_topic}
+    assert set(topics) == {
+        code_settings.tasks_topic,
+        code_settings.data_topic,
+        code_settings.dlq_topic,
+    }
     for topic in topics.values():
         spec = topic["spec"]
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
@@ -281,14 +305,18 @@ def test_topics_match_settings(strimzi_docs, cluster_settings, code_settings) ->
 
 
 def test_max_replicas_never_exceed_partitions(rendered, strimzi_docs) -> None:
-    partitions = {d["spec"]["topicName"]: d["spec"]["partitions"]
-                  for d in strimzi_docs if d["kind"] == "KafkaTopic"}
+    partitions = {
+        d["spec"]["topicName"]: d["spec"]["partitions"]
+        for d in strimzi_docs
+        if d["kind"] == "KafkaTopic"
+    }
     for obj in of_kind(rendered, "ScaledObject").values():
         topic = obj["spec"]["triggers"][0]["metadata"]["topic"]
         assert obj["spec"]["maxReplicaCount"] <= partitions[topic]
 
 
 # --- CloudNativePG ------------------------------------------------------------------------
+
 
 def test_postgres_cluster_matches_settings(cnpg_docs, cluster_settings, workers_values) -> None:
     cluster = next(d for d in cnpg_docs if d["kind"] == "Cluster")
@@ -309,8 +337,9 @@ def test_postgres_cluster_matches_settings(cnpg_docs, cluster_settings, workers_
     assert database["spec"]["owner"] in roles
 
 
-def test_dagster_storage_is_the_cnpg_dagster_database(dagster_values, cnpg_docs,
-                                                      cluster_settings) -> None:
+def test_dagster_storage_is_the_cnpg_dagster_database(
+    dagster_values, cnpg_docs, cluster_settings
+) -> None:
     pg = dagster_values["postgresql"]
     cluster = next(d for d in cnpg_docs if d["kind"] == "Cluster")
     roles = {r["name"] for r in cluster["spec"]["managed"]["roles"]}
@@ -322,6 +351,7 @@ def test_dagster_storage_is_the_cnpg_dagster_database(dagster_values, cnpg_docs,
 
 # --- Prometheus ---------------------------------------------------------------------------
 
+
 def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     if not selector.get("matchLabels", {}).items() <= labels.items():
         return False
@@ -332,16 +362,20 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def test_prometheus_scrapes_every_worker(rendered, code_settings, prometheus_values) -> None:
-    (monitor,) = [m for m in prometheus_values["prometheus"]["additionalPodMonitors"]
-                  if m["name"] == "finpipe-workers"]
+    (monitor,) = [
+        m
+        for m in prometheus_values["prometheus"]["additionalPodMonitors"]
+        if m["name"] == "finpipe-workers"
+    ]
     assert monitor["namespaceSelector"]["matchNames"] == ["finpipe"]
     (endpoint,) = monitor["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
     for dep in of_kind(rendered, "StatefulSet").values():
         pod = dep["spec"]["template"]
         assert _matches(monitor["selector"], pod["metadata"]["labels"]), dep["metadata"]["name"]
-        ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"]
-                 for p in c["ports"]}
+        ports = {
+            p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]
+        }
         assert ports[endpoint["port"]] == code_settings.metrics_port
 
 
@@ -349,3 +383,60 @@ def test_keda_watches_the_worker_namespace(keda_values) -> None:
     # "" is every namespace; otherwise the list must include finpipe's.
     watched = keda_values.get("watchNamespace", "")
     assert watched == "" or "finpipe" in watched.split(",")
+
+
+# --- docs/deploy.md says what the files do -------------------------------------------------
+
+
+def _fetch_crds_module() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fetch_crds.py"
+    spec = importlib.util.spec_from_file_location("fetch_crds", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_deploy_doc_figures_match_the_files(
+    deploy_doc, workers_values, strimzi_docs, cluster_settings
+) -> None:
+    import re
+
+    workers = workers_values["workers"]
+    m = re.search(
+        r"lagThreshold` \((\d+) tasks for an agent.*?(\d+) bar chunks for a processor",
+        deploy_doc,
+        re.S,
+    )
+    assert m, "docs/deploy.md no longer states the lag per replica"
+    assert int(m.group(1)) == workers["agent"]["autoscaling"]["lagThreshold"]
+    assert int(m.group(2)) == workers["processor"]["autoscaling"]["lagThreshold"]
+    kafka = next(d for d in strimzi_docs if d["kind"] == "Kafka")
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    assert f"on **port {listener['port']}**" in deploy_doc
+    assert f"`{cluster_settings.kafka_bootstrap_servers}`" in deploy_doc
+    for field in ("kafka_security_protocol", "kafka_sasl_mechanism", "kafka_ssl_ca_location"):
+        assert f"`{getattr(cluster_settings, field)}`" in deploy_doc, field
+    for name in (
+        "FINPIPE_KAFKA_SASL_USERNAME",
+        "FINPIPE_KAFKA_SASL_PASSWORD",
+        "FINPIPE_KAFKA_SSL_CA_LOCATION",
+        "FINPIPE_WORKER_ID",
+    ):
+        assert name in deploy_doc, name
+    grace = workers_values["terminationGracePeriodSeconds"]
+    assert f"`terminationGracePeriodSeconds` is {grace}" in deploy_doc
+    timeout_s = cluster_settings.kafka_session_timeout_ms // 1000
+    assert f"**session timeout** ({timeout_s} s)" in deploy_doc
+
+
+def test_deploy_doc_installs_the_validated_operator_versions(deploy_doc) -> None:
+    """The operators docs/deploy.md installs are those whose CRDs the tests validate against."""
+    versions = {s.name: s.version.lstrip("v") for s in _fetch_crds_module().SOURCES}
+    assert f"export STRIMZI_VERSION={versions['strimzi']}" in deploy_doc
+    assert f"export KEDA_CHART_VERSION={versions['keda']}" in deploy_doc
+    assert f'$3 == "{versions["cloudnative-pg"]}"' in deploy_doc
+    assert f'$3 == "v{versions["prometheus-operator"]}"' in deploy_doc
