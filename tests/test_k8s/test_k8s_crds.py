@@ -117,7 +117,7 @@ def test_a_misspelt_field_fails_validation(shipped, crds: CrdSchemas) -> None:
 @pytest.mark.parametrize(
     ("kind", "path", "value"),
     [
-        ("ScaledObject", ("spec", "scaleTargetRef", "kind"), None),  # required field missing
+        ("ScaledObject", ("spec", "scaleTargetRef", "name"), None),  # required field missing
         ("Kafka", ("spec", "kafka", "listeners", 0, "type"), "internall"),  # not in the enum
         ("Cluster", ("spec", "instances"), "three"),  # wrong type
         ("KafkaUser", ("spec", "authorization", "acls", 0, "operations", 0), "Reed"),

@@ -11,6 +11,7 @@ workers/settings.py.
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +197,9 @@ def test_workers_log_in_as_their_kafka_user(
             "key": "password",
         }
         plain = {k: e["value"] for k, e in env.items() if "value" in e and k.startswith("FINPIPE_")}
-        settings = settings_from_env(
-            {**cm["data"], **plain, "FINPIPE_KAFKA_SASL_PASSWORD": "x", "FINPIPE_PG_PASSWORD": "x"}
-        )
+        names = code_settings.env_var_names()
+        fakes = {names[f]: secrets.token_hex(8) for f in ("kafka_sasl_password", "pg_password")}
+        settings = settings_from_env({**cm["data"], **plain, **fakes})
         config = settings.kafka_client_config()
         assert config["security.protocol"] == "SASL_SSL"
         assert config["sasl.username"] == user

@@ -20,18 +20,21 @@ from typing import Any
 import kubernetes
 import kubernetes_validate
 import pytest
+import yaml
 from pod_security import restricted_violations
 
 RELEASE = "dagster"
 NAMESPACE = "finpipe"
 DAGSTER_HOME = "/opt/dagster/dagster_home"
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-"""
+# Only for constructing the launcher (it loads a kube config); nothing connects.
+KUBECONFIG = {
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+    "users": [{"name": "u", "user": {}}],
+    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+    "current-context": "x",
+}
 
 
 def run_launcher_config(values: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
@@ -90,7 +93,12 @@ def location_container_context(
         ],
         "namespace": NAMESPACE,
         "service_account_name": f"{RELEASE}-dagster-user-deployments-user-deployments",
-        "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
+        # The chart always lets run pods mount their service account token.
+        "run_k8s_config": {
+            "pod_spec_config": {
+                "automount_service_account_token": True,
+            },
+        },
     }
     if deployment.get("envSecrets"):
         k8s["env_secrets"] = [ref["name"] for ref in deployment["envSecrets"]]
@@ -130,7 +138,7 @@ def run_job(values: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     from dagster_k8s.job import construct_dagster_k8s_job
 
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(KUBECONFIG)
+    kubeconfig.write_text(yaml.safe_dump(KUBECONFIG))
     processed = process_config(
         K8sRunLauncher.config_type(), run_launcher_config(values, kubeconfig)
     )

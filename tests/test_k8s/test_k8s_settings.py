@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import secrets
+import sys
 from typing import Any
 
 import pytest
@@ -396,6 +397,7 @@ def _fetch_crds_module() -> Any:
     spec = importlib.util.spec_from_file_location("fetch_crds", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -440,3 +442,27 @@ def test_deploy_doc_installs_the_validated_operator_versions(deploy_doc) -> None
     assert f"export KEDA_CHART_VERSION={versions['keda']}" in deploy_doc
     assert f'$3 == "{versions["cloudnative-pg"]}"' in deploy_doc
     assert f'$3 == "v{versions["prometheus-operator"]}"' in deploy_doc
+
+
+def test_librdkafka_accepts_the_tls_settings(settings_from_env, code_settings) -> None:
+    """The TLS settings map to properties librdkafka knows and loads (a client is built; the CA
+    file is read at construction, so a missing one fails)."""
+    import certifi
+    from confluent_kafka import KafkaException, Producer
+
+    env = {
+        "FINPIPE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "FINPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "FINPIPE_KAFKA_SASL_USERNAME": "u",
+        "FINPIPE_KAFKA_SSL_CA_LOCATION": certifi.where(),
+    }
+    env[code_settings.env_var_names()["kafka_sasl_password"]] = secrets.token_hex(8)
+    config = settings_from_env(env).kafka_client_config()
+    assert config["ssl.ca.location"] == certifi.where()
+    assert config["ssl.endpoint.identification.algorithm"] == "https"
+    Producer(config).flush(0)
+    missing = settings_from_env({**env, "FINPIPE_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.crt"})
+    with pytest.raises(KafkaException, match="ca"):
+        Producer(missing.kafka_client_config())
+    plain = settings_from_env({"FINPIPE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"})
+    assert "ssl.ca.location" not in plain.kafka_client_config()

@@ -87,8 +87,12 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: metadata.name
-  {{- include "finpipe.plainEnvEntries" $plain | nindent 2 }}
-  {{- include "finpipe.secretEnvEntries" $secret | nindent 2 }}
+  {{- with include "finpipe.plainEnvEntries" $plain | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with include "finpipe.secretEnvEntries" $secret | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
   {{- with $w.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -100,8 +104,12 @@ envFrom:
   - configMapRef:
       name: {{ .root.Values.configMapName }}
 env:
-  {{- include "finpipe.plainEnvEntries" (.m.env | default dict) | nindent 2 }}
-  {{- include "finpipe.secretEnvEntries" (.m.secretEnv | default dict) | nindent 2 }}
+  {{- with include "finpipe.plainEnvEntries" (.m.env | default dict) | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with include "finpipe.secretEnvEntries" (.m.secretEnv | default dict) | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
 {{/* The Kafka CA volume's mount directory and file name, from config.kafka_ssl_ca_location. */}}
