@@ -40,9 +40,31 @@ def additional_pod_monitors(prometheus_values: dict[str, Any]) -> list[dict[str,
     return out
 
 
+def prometheus_resource(prometheus_values: dict[str, Any]) -> dict[str, Any]:
+    """The Prometheus resource kube-prometheus-stack makes of prometheus.prometheusSpec: the
+    chart's own switches dropped, storageSpec renamed to spec.storage, the rest passed on."""
+    spec = {
+        ("storage" if key == "storageSpec" else key): value
+        for key, value in prometheus_values["prometheus"]["prometheusSpec"].items()
+        if not key.endswith("NilUsesHelmValues")
+    }
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Prometheus",
+        "metadata": {"name": "kube-prometheus-stack-prometheus"},
+        "spec": spec,
+    }
+
+
 @pytest.fixture(scope="module")
 def shipped(rendered_full, strimzi_docs, cnpg_docs, prometheus_values) -> list[dict[str, Any]]:
-    return [*rendered_full, *strimzi_docs, *cnpg_docs, *additional_pod_monitors(prometheus_values)]
+    return [
+        *rendered_full,
+        *strimzi_docs,
+        *cnpg_docs,
+        *additional_pod_monitors(prometheus_values),
+        prometheus_resource(prometheus_values),
+    ]
 
 
 def test_every_custom_resource_validates(shipped, crds: CrdSchemas) -> None:
@@ -74,6 +96,7 @@ def test_every_custom_resource_validates(shipped, crds: CrdSchemas) -> None:
         "Cluster",
         "Database",
         "ScheduledBackup",
+        "Prometheus",
     }, kinds
 
 
