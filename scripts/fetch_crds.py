@@ -21,9 +21,11 @@ MAVEN_REPO (default Maven Central).
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import io
 import os
+import shutil
 import sys
 import urllib.request
 import zipfile
@@ -119,7 +121,8 @@ def go_dirhash_h1(archive: zipfile.ZipFile) -> str:
 def _extract_yaml(archive: zipfile.ZipFile, prefix: str, target: Path) -> int:
     count = 0
     tmp = target.with_name(target.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
+    tmp.mkdir(parents=True)
     for name in archive.namelist():
         if name.startswith(prefix) and name.endswith((".yaml", ".yml")):
             rel = name[len(prefix) :]
@@ -165,8 +168,12 @@ def fetch(source: GoModule | MavenJar, root: Path) -> Path:
 
 def main() -> int:
     root = cache_root()
-    for source in SOURCES:
-        fetch(source, root)
+    root.mkdir(parents=True, exist_ok=True)
+    # One fetch at a time (parallel test sessions share the cache).
+    with open(root / "fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for source in SOURCES:
+            fetch(source, root)
     print(root)
     return 0
 
