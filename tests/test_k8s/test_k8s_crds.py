@@ -5,7 +5,8 @@ The CRDs are the operators' own (scripts/fetch_crds.py: KEDA v2.18.1, CloudNativ
 Prometheus Operator v0.85.0 from their Go modules, Strimzi 0.49.1 from its API test jar on
 Maven Central). What is validated: the rendered workers chart (all options on), the Strimzi
 and CloudNativePG manifests, and the Prometheus resource and PodMonitors kube-prometheus-stack
-makes of helm-values/prometheus.yaml. Built-in objects in those files go through kubernetes-validate.
+makes of helm-values/prometheus.yaml. Built-in objects in those files go through
+kubernetes-validate.
 """
 
 from __future__ import annotations
