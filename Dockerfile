@@ -9,7 +9,15 @@
 #
 # The dependency set has one source of truth: pyproject.toml's [project].dependencies, with
 # every version (direct and transitive) from constraints.txt. Nothing is pinned here; the build
-# fails if what got installed differs from constraints.txt.
+# fails unless the virtualenv holds exactly finpipe's runtime closure at the pinned versions
+# (scripts/check_image_deps.py: no benchmark or test extra, no pip or setuptools). The build
+# backend is pinned too (pyproject [build-system], constraints.txt), so the same setuptools
+# builds finpipe every time, also from an offline wheelhouse.
+#
+# numba's kernels are compiled during the build (scripts/compile_numba_cache.py) into
+# /opt/numba-cache, for a generic x86-64 CPU so any node can load them; the worker chart's
+# init container copies them to the writable /tmp/numba that NUMBA_CACHE_DIR names (numba
+# refuses a cache directory it cannot write, and the root filesystem is read-only).
 #
 # Base pinned to an exact Python patch release on Debian 12. For byte-for-byte rebuilds pin the
 # digest too: PYTHON_BASE=python:3.11.14-slim-bookworm@sha256:<digest>, the digest from
@@ -37,19 +45,20 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && pip install --only-binary=:all: -c constraints.txt -r /tmp/requirements.txt
 
 # Then finpipe itself, without touching the dependency set.
+COPY scripts/check_image_deps.py scripts/compile_numba_cache.py ./scripts/
 COPY README.md ./
 COPY workers ./workers
 COPY finpipe ./finpipe
 COPY finpipe_dagster ./finpipe_dagster
 RUN pip install --no-deps -c constraints.txt . \
  && pip check \
- && python -c "import importlib.metadata as md, re; \
-norm = lambda n: re.sub(r'[-_.]+', '-', n).lower(); \
-pins = dict((norm(a), b.strip()) for a, b in (l.split('==', 1) for l in open('constraints.txt') if '==' in l)); \
-bad = [(d.metadata['Name'], d.version, pins[norm(d.metadata['Name'])]) for d in md.distributions() \
-       if norm(d.metadata['Name']) in pins and pins[norm(d.metadata['Name'])] != d.version]; \
-assert not bad, f'installed versions differ from constraints.txt: {bad}'" \
+ && pip uninstall --yes setuptools pip \
+ && python scripts/check_image_deps.py constraints.txt \
  && python -m compileall -q /opt/venv/lib
+
+# numba's machine code for every kernel, compiled once here instead of in every new pod.
+ENV NUMBA_CPU_NAME=generic
+RUN NUMBA_CACHE_DIR=/opt/numba-cache python scripts/compile_numba_cache.py
 
 # ---- runtime: the virtualenv on the same slim base, as a non-root user ----------------------
 FROM ${PYTHON_BASE} AS runtime
@@ -59,14 +68,17 @@ RUN groupadd --system --gid 10001 finpipe \
  && mkdir -p /opt/dagster/dagster_home \
  && chown finpipe:finpipe /opt/dagster/dagster_home
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/numba-cache /opt/numba-cache
 # Caches go to /tmp (the only writable path when the root filesystem is read-only in Kubernetes):
-# yfinance's timezone cache (XDG_CACHE_HOME), numba's compiled kernels, matplotlib's config.
+# yfinance's timezone cache (XDG_CACHE_HOME), numba's kernels (seeded from /opt/numba-cache by
+# the worker chart's init container; same CPU target as the build), matplotlib's config.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/finpipe \
     XDG_CACHE_HOME=/tmp/.cache \
     NUMBA_CACHE_DIR=/tmp/numba \
+    NUMBA_CPU_NAME=generic \
     MPLCONFIGDIR=/tmp/matplotlib \
     DAGSTER_HOME=/opt/dagster/dagster_home
 WORKDIR /home/finpipe

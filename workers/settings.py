@@ -35,12 +35,27 @@ class Settings(BaseSettings):
     topic_min_insync_replicas: int = Field(default=1, ge=1)
     agent_group: str = "finpipe-agents"
     processor_group: str = "finpipe-processors"
-    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # TLS (SSL, SASL_SSL): the PEM file of the CA that signed the brokers' certificates
+    # (Strimzi's cluster CA). Unset: librdkafka's built-in default trust store, which a
+    # private cluster CA is not in.
+    kafka_ssl_ca_location: str | None = None
+    # Check that the broker's certificate names the host connected to ("https"), or not ("none":
+    # only for brokers reached by an address their certificate does not list).
+    kafka_ssl_endpoint_identification: Literal["https", "none"] = "https"
+    # Group timing. A worker that stops heartbeating (killed, node lost) loses its partitions
+    # after the session timeout; librdkafka's default 45 s stalled them for that long. With
+    # static membership (worker_id set) a restarted worker takes them back before that.
+    # Heartbeats come from librdkafka's own thread, not the poll loop, so a busy batch does
+    # not miss them; 1 s heartbeats leave 10 chances within the default 10 s session.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=1_800_000)
+    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    # The longest a poll batch may take before the worker is considered stuck and leaves the
+    # group; well above the slowest fetch with backoff (the loops keep polling while waiting).
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     # Kafka's default max.message.bytes is 1 MiB; stay well under it per message.
     max_message_bytes: int = Field(default=900_000, ge=1024)
 
@@ -83,15 +98,6 @@ class Settings(BaseSettings):
     # rebalance; and an agent's transactional.id derives from it, so a restarted agent fences
     # and aborts its predecessor's open transaction. Unset: dynamic membership, random id.
     worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
-    # Group timing. A worker that stops heartbeating (killed, node lost) loses its partitions
-    # after the session timeout; librdkafka's default 45 s stalled them for that long.
-    # Heartbeats come from librdkafka's own thread, not the poll loop, so a busy batch does
-    # not miss them; 1 s heartbeats leave 10 chances within the default 10 s session.
-    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=1_800_000)
-    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
-    # The longest a poll batch may take before the worker is considered stuck and leaves the
-    # group; well above the slowest fetch with backoff (the loops keep polling while waiting).
-    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     health_port: int = 8080
     metrics_port: int = 9100
 
@@ -107,6 +113,10 @@ class Settings(BaseSettings):
             config["sasl.password"] = (
                 self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
             )
+        if self.kafka_security_protocol.endswith("SSL"):
+            if self.kafka_ssl_ca_location:
+                config["ssl.ca.location"] = self.kafka_ssl_ca_location
+            config["ssl.endpoint.identification.algorithm"] = self.kafka_ssl_endpoint_identification
         return config
 
     def pg_connect_kwargs(self, database: str | None = None) -> dict[str, Any]:

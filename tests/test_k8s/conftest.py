@@ -1,7 +1,10 @@
-"""Fixtures for the Kubernetes tests: helm (built when missing), rendered charts, the files.
+"""Fixtures for the Kubernetes tests: helm (built when missing), rendered charts, the files,
+the operators' CRD schemas.
 
-Nothing here needs a cluster, Docker or the network beyond what `scripts/ensure-helm.sh` uses
-the first time (the Go module proxy, to build helm). Helm renders offline.
+Nothing here needs a cluster or Docker. The first run fetches what it needs from package
+registries only: `scripts/ensure-helm.sh` builds helm from the Go module proxy, and
+`scripts/fetch_crds.py` takes the operators' CRDs from the Go module proxy and Maven Central
+(both cached under ~/.cache/finpipe). Helm renders offline.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from crd_schemas import CrdSchemas, fetch_crd_dir
 
 from workers.settings import ENV_PREFIX, Settings
 
@@ -93,8 +97,15 @@ def helm() -> str:
 
 def _template(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
-        helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-        "--kube-version", KUBE_VERSION, *args,
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
@@ -182,3 +193,19 @@ def keda_values() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def deploy_doc() -> str:
     return (REPO / "docs" / "deploy.md").read_text()
+
+
+@pytest.fixture(scope="session")
+def crds() -> CrdSchemas:
+    """The CRD schemas of the pinned Strimzi, CloudNativePG, KEDA and Prometheus Operator."""
+    try:
+        root = fetch_crd_dir()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return CrdSchemas(root)
+
+
+@pytest.fixture(scope="session")
+def rendered_full(render: Render) -> list[dict[str, Any]]:
+    """The deployed values with every optional object on (the PodMonitor as well)."""
+    return render("-f", str(WORKERS_VALUES), "--set", "metrics.podMonitor.enabled=true")

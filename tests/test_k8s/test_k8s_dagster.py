@@ -90,11 +90,15 @@ def test_dagster_values_use_only_chart_keys(dagster_values) -> None:
     assert not unknown, f"keys the Dagster chart does not define: {unknown}"
 
 
-def test_dagster_secrets_are_created_in_the_docs(dagster_values, deploy_doc) -> None:
+def test_dagster_secrets_are_created_in_the_docs(dagster_values, deploy_doc, rendered) -> None:
+    """Every Secret the Dagster values read is created in docs/deploy.md, or is the password
+    Secret Strimzi writes for a KafkaUser the workers chart renders (the manager's)."""
     refs = dagster_secret_refs(dagster_values)
     assert "dagster-postgresql-secret" in refs
+    kafka_users = {o["metadata"]["name"] for o in rendered if o["kind"] == "KafkaUser"}
     created = docs_secrets(deploy_doc)
-    assert refs <= created, f"referenced but never created in docs/deploy.md: {refs - created}"
+    missing = refs - created - kafka_users
+    assert not missing, f"referenced but never created in docs/deploy.md: {missing}"
     # The chart must read, not generate, the password Secret; and no password in the file.
     assert dagster_values["generatePostgresqlPasswordSecret"] is False
     assert "postgresqlPassword" not in dagster_values["postgresql"]
@@ -102,17 +106,39 @@ def test_dagster_secrets_are_created_in_the_docs(dagster_values, deploy_doc) -> 
 
 
 def test_every_secret_any_file_references_is_created_in_the_docs(
-    rendered, cnpg_docs, deploy_doc
+    rendered, cnpg_docs, dagster_values, deploy_doc
 ) -> None:
+    """Every Secret the pods, KEDA, CloudNativePG and Dagster read is created in
+    docs/deploy.md, except the KafkaUsers' password Secrets, which Strimzi's User Operator
+    creates under the user's name (checked to be rendered KafkaUsers)."""
     refs = set()
     for obj in rendered:
-        for c in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-            refs |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])}
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            refs |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in c.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+        refs |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        if obj["kind"] == "TriggerAuthentication":
+            refs |= {r["name"] for r in obj["spec"]["secretTargetRef"]}
     cluster = next(d for d in cnpg_docs if d["kind"] == "Cluster")
     refs.add(cluster["spec"]["bootstrap"]["initdb"]["secret"]["name"])
-    refs |= {r["passwordSecret"]["name"] for r in cluster["spec"]["managed"]["roles"]}
+    refs |= {
+        r["passwordSecret"]["name"]
+        for r in cluster["spec"]["managed"]["roles"]
+        if "passwordSecret" in r
+    }
+    store = cluster["spec"]["backup"]["barmanObjectStore"]["s3Credentials"]
+    refs |= {ref["name"] for ref in store.values()}
+    refs |= dagster_secret_refs(dagster_values)
+    for volume in dagster_values["dagster-user-deployments"]["deployments"][0]["volumes"]:
+        refs.add(volume["secret"]["secretName"])
+    kafka_users = {o["metadata"]["name"] for o in rendered if o["kind"] == "KafkaUser"}
     created = docs_secrets(deploy_doc)
-    assert refs and refs <= created, refs - created
+    assert kafka_users and not kafka_users & created
+    assert refs and refs - kafka_users <= created, (refs - kafka_users) - created
 
 
 def test_dagster_config_maps_come_from_the_workers_chart(dagster_values, rendered) -> None:
@@ -124,11 +150,15 @@ def test_dagster_config_maps_come_from_the_workers_chart(dagster_values, rendere
 
 
 def test_dagster_env_vars_are_settings_fields(dagster_values, code_settings) -> None:
-    names = set(code_settings.env_var_names().values())
+    names = code_settings.env_var_names()
+    secret_names = {names["pg_password"], names["kafka_sasl_password"]}
     (deployment,) = dagster_values["dagster-user-deployments"]["deployments"]
     for env in deployment["env"]:
-        assert env["name"] in names
-        assert "value" not in env and "secretKeyRef" in env["valueFrom"]
+        assert env["name"] in set(names.values())
+        if env["name"] in secret_names:
+            assert "value" not in env and "secretKeyRef" in env["valueFrom"]
+        else:  # the manager's identity: names, not credentials
+            assert set(env) == {"name", "value"}
 
 
 def test_code_location_is_finpipe_in_the_shared_image(dagster_values, workers_values) -> None:
@@ -148,8 +178,12 @@ def test_chart_version_moves_with_the_dagster_library(dagster_values, deploy_doc
     pins = dict(d.split("==") for d in pyproject["project"]["dependencies"])
     version = pins["dagster"]
     assert pins["dagster-webserver"] == version
-    assert dagster_values["dagsterWebserver"]["image"]["tag"] == version
-    assert dagster_values["dagsterDaemon"]["image"]["tag"] == version
+    for part in ("dagsterWebserver", "dagsterDaemon"):
+        # The chart composes repository:tag, so a digest rides in the tag (docs/deploy.md,
+        # "Pinning the Dagster images"): "1.13.27@sha256:<64 hex>".
+        tag, _, digest = str(dagster_values[part]["image"]["tag"]).partition("@")
+        assert tag == version, part
+        assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest), part
     assert f"DAGSTER_CHART_VERSION={version}" in deploy_doc
     assert '--version "$DAGSTER_CHART_VERSION"' in deploy_doc
 

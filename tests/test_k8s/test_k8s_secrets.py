@@ -19,8 +19,11 @@ SCANNED = sorted(
         *(REPO / "helm-values").glob("*.yaml"),
         *(p for p in (REPO / "charts" / "finpipe-workers").rglob("*") if p.is_file()),
         # Not this file: its patterns and examples are the detector itself.
-        *(p for p in Path(__file__).parent.iterdir()
-          if p.suffix in {".py", ".txt"} and p.name != Path(__file__).name),
+        *(
+            p
+            for p in Path(__file__).parent.iterdir()
+            if p.suffix in {".py", ".txt"} and p.name != Path(__file__).name
+        ),
     ]
 )
 
@@ -63,8 +66,10 @@ def secret_objects(text: str) -> list[str]:
     except yaml.YAMLError:
         return out
     for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "Secret" and (
-            doc.get("data") or doc.get("stringData")
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "Secret"
+            and (doc.get("data") or doc.get("stringData"))
         ):
             out.append(doc.get("metadata", {}).get("name", "?"))
     return out
@@ -97,11 +102,11 @@ _CAUGHT = [
     "api_key: " + "x" * 20,
 ]
 _CLEAN = [
-    f"--from-literal={_PW}=\"$FINPIPE_PG_PASSWORD\"",
+    f'--from-literal={_PW}="$FINPIPE_PG_PASSWORD"',
     f"{_PW}Secret:",
     f"  key: {_PW}",
     f"{_PW}: ~",
-    f"{_PW}: \"\"",
+    f'{_PW}: ""',
     f"FINPIPE_PG_{_PW.upper()}=$(cat /run/secret)",
     "secretKeyRef: {name: finpipe-pg-app, key: " + _PW + "}",
     "postgresql://finpipe@db:5432/finpipe",

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
 import pytest
+import yaml
+from psycopg.conninfo import make_conninfo
 from psycopg2 import sql
+from pydantic import SecretStr
 
 from finpipe.stack.postgres import PostgresCluster
 from workers import contracts
@@ -32,11 +36,20 @@ pytestmark = [
     pytest.mark.integration,
     # exchange_calendars (the trading calendar) under pandas 3.
     pytest.mark.filterwarnings(
-        "ignore:.*returning an ndarray that drops timezone:pandas.errors.Pandas4Warning"),
+        "ignore:.*returning an ndarray that drops timezone:pandas.errors.Pandas4Warning"
+    ),
 ]
 
-TABLES = ("symbols", "symbol_state", "tasks", "prices", "indicators", "indicator_state",
-          "consumer_offsets", "parked_bars")
+TABLES = (
+    "symbols",
+    "symbol_state",
+    "tasks",
+    "prices",
+    "indicators",
+    "indicator_state",
+    "consumer_offsets",
+    "parked_bars",
+)
 D = dt.date
 
 
@@ -81,12 +94,26 @@ class _Producer:
 
 def _bars(symbol: str, days: list[dt.date], shift: float = 0.0, task: str = "t") -> bytes:
     close = [100.0 + i + shift for i in range(len(days))]
-    return contracts.encode(BarBatch(
-        schema_version=contracts.SCHEMA_VERSION, task_id=f"{task}-{symbol}", symbol=symbol,
-        start=days[0], end=days[-1], status="ok", source="test", dates=days, open=close,
-        high=[c + 1 for c in close], low=[c - 1 for c in close], close=close, adj_close=close,
-        volume=[1000.0] * len(days), dividends=[0.0] * len(days), splits=[0.0] * len(days),
-    ))
+    return contracts.encode(
+        BarBatch(
+            schema_version=contracts.SCHEMA_VERSION,
+            task_id=f"{task}-{symbol}",
+            symbol=symbol,
+            start=days[0],
+            end=days[-1],
+            status="ok",
+            source="test",
+            dates=days,
+            open=close,
+            high=[c + 1 for c in close],
+            low=[c - 1 for c in close],
+            close=close,
+            adj_close=close,
+            volume=[1000.0] * len(days),
+            dividends=[0.0] * len(days),
+            splits=[0.0] * len(days),
+        )
+    )
 
 
 def _sessions(n: int) -> list[dt.date]:
@@ -103,8 +130,7 @@ def test_group_roles_cannot_log_in_or_administer(secure_db):
             "FROM pg_roles WHERE rolname LIKE 'finpipe\\_%' ORDER BY rolname"
         )
         roles = {r[0]: r[1:] for r in cur.fetchall()}
-    assert set(roles) == {"finpipe_agent", "finpipe_manager", "finpipe_processor",
-                          "finpipe_reader"}
+    assert set(roles) == {"finpipe_agent", "finpipe_manager", "finpipe_processor", "finpipe_reader"}
     assert all(flags == (False,) * 5 for flags in roles.values()), roles
 
 
@@ -131,12 +157,15 @@ def test_migrations_run_as_an_owner_without_createrole(local_stack):
     settings = local_stack.model_copy(update={"pg_user": owner, "pg_database": database})
     try:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEROLE").format(
-                sql.Identifier(owner)))
-            cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(database), sql.Identifier(owner)))
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege,
-                           match=r"finpipe_agent|permission denied"):
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEROLE").format(sql.Identifier(owner)))
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(owner)
+                )
+            )
+        with pytest.raises(
+            psycopg2.errors.InsufficientPrivilege, match=r"finpipe_agent|permission denied"
+        ):
             apply_migrations(settings)
         with admin.cursor() as cur:
             cur.execute(sql.SQL("GRANT finpipe_agent TO {}").format(sql.Identifier(owner)))
@@ -144,8 +173,9 @@ def test_migrations_run_as_an_owner_without_createrole(local_stack):
         assert "0003_roles" in applied
     finally:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(database)))
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
             cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner)))
         admin.close()
 
@@ -157,8 +187,13 @@ def test_a_login_outside_the_groups_cannot_connect(secure_db, local_stack):
         with admin.cursor() as cur:
             cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(stranger)))
         with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
-            psycopg2.connect(host=local_stack.pg_host, port=local_stack.pg_port,
-                             dbname=secure_db.name, user=stranger, connect_timeout=10)
+            psycopg2.connect(
+                host=local_stack.pg_host,
+                port=local_stack.pg_port,
+                dbname=secure_db.name,
+                user=stranger,
+                connect_timeout=10,
+            )
     finally:
         with admin.cursor() as cur:
             cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(stranger)))
@@ -170,8 +205,14 @@ def test_manager_runs_the_outbox_universe_and_checks(secure_db):
     conn = secure_db.connect("manager")
     entries = [UniverseEntry("MGRA", "A"), UniverseEntry("MGRB", "B")]
     sync_universe(conn, entries, deactivate_missing=False)
-    tasks = enqueue_tasks(conn, ["MGRA", "MGRB"], D(2021, 1, 4), D(2021, 3, 31),
-                          requested_by="role-test", max_sessions=30)
+    tasks = enqueue_tasks(
+        conn,
+        ["MGRA", "MGRB"],
+        D(2021, 1, 4),
+        D(2021, 3, 31),
+        requested_by="role-test",
+        max_sessions=30,
+    )
     assert len(tasks) >= 4
     producer = _Producer()
     report = publish_pending(conn, producer, "tasks")
@@ -199,15 +240,21 @@ def test_manager_runs_the_outbox_universe_and_checks(secure_db):
 
 def test_manager_cannot_write_market_data_or_delete(secure_db):
     conn = secure_db.connect("manager")
-    _denied(conn, "INSERT INTO prices (symbol, date, open, high, low, close, adj_close, volume)"
-                  " VALUES ('MGRA', '2021-01-04', 1, 1, 1, 1, 1, 1)")
+    _denied(
+        conn,
+        "INSERT INTO prices (symbol, date, open, high, low, close, adj_close, volume)"
+        " VALUES ('MGRA', '2021-01-04', 1, 1, 1, 1, 1, 1)",
+    )
     _denied(conn, "UPDATE indicators SET rsi_14 = 50")
     _denied(conn, "DELETE FROM tasks")
     _denied(conn, "TRUNCATE tasks")
     _denied(conn, "UPDATE symbol_state SET status = 'ok', last_processed_date = now()")
     _denied(conn, "SELECT * FROM consumer_offsets")
-    _denied(conn, "INSERT INTO parked_bars (symbol, topic, partition, \"offset\", value) "
-                  "VALUES ('MGRA', 't', 0, 0, '')")
+    _denied(
+        conn,
+        'INSERT INTO parked_bars (symbol, topic, partition, "offset", value) '
+        "VALUES ('MGRA', 't', 0, 0, '')",
+    )
     _denied(conn, "CREATE TABLE public.manager_probe (x int)")
     _denied(conn, "DROP TABLE prices")
 
@@ -253,8 +300,11 @@ def test_processor_cannot_change_requests_universe_or_delete_data(secure_db):
     conn = secure_db.connect("processor")
     _denied(conn, "UPDATE tasks SET attempts = 99")
     _denied(conn, "UPDATE tasks SET force = true, requested_by = 'x'")
-    _denied(conn, "INSERT INTO tasks (task_id, symbol, start_date, end_date, force) "
-                  "VALUES ('x', 'PRCA', '2020-01-02', '2020-01-02', true)")
+    _denied(
+        conn,
+        "INSERT INTO tasks (task_id, symbol, start_date, end_date, force) "
+        "VALUES ('x', 'PRCA', '2020-01-02', '2020-01-02', true)",
+    )
     _denied(conn, "DELETE FROM tasks")
     _denied(conn, "UPDATE symbols SET active = true")
     _denied(conn, "UPDATE symbol_state SET last_requested_date = '2030-01-01'")
@@ -263,8 +313,11 @@ def test_processor_cannot_change_requests_universe_or_delete_data(secure_db):
     _denied(conn, "CREATE TABLE public.processor_probe (x int)")
     _denied(conn, "ALTER TABLE prices ADD COLUMN x int")
     # What it may write on tasks: its own result columns.
-    _allowed(conn, "INSERT INTO tasks (task_id, symbol, start_date, end_date, status, bars) "
-                   "VALUES ('p', 'PRCA', '2020-01-02', '2020-01-02', 'done', 1)")
+    _allowed(
+        conn,
+        "INSERT INTO tasks (task_id, symbol, start_date, end_date, status, bars) "
+        "VALUES ('p', 'PRCA', '2020-01-02', '2020-01-02', 'done', 1)",
+    )
 
 
 # --- agent -----------------------------------------------------------------------------------
@@ -274,8 +327,9 @@ def test_agents_share_the_rate_limit_budget_and_nothing_else(secure_db):
     from workers.sources.ratelimit import PostgresRateLimiter
 
     limiters = [
-        PostgresRateLimiter(secure_db.libpq_conninfo(kind), requests_per_minute=3,
-                            requests_per_hour=None)
+        PostgresRateLimiter(
+            secure_db.libpq_conninfo(kind), requests_per_minute=3, requests_per_hour=None
+        )
         for kind in ("agent", "agent2")
     ]
     try:
@@ -307,9 +361,12 @@ def test_reader_reads_and_cannot_write(secure_db, table):
     ident = sql.Identifier(table)
     _allowed(conn, sql.SQL("SELECT * FROM {} LIMIT 1").format(ident))
     _denied(conn, sql.SQL("INSERT INTO {} DEFAULT VALUES").format(ident))
-    _denied(conn, sql.SQL("UPDATE {} SET symbol = symbol").format(ident)
-            if table != "consumer_offsets"
-            else sql.SQL("UPDATE {} SET topic = topic").format(ident))
+    _denied(
+        conn,
+        sql.SQL("UPDATE {} SET symbol = symbol").format(ident)
+        if table != "consumer_offsets"
+        else sql.SQL("UPDATE {} SET topic = topic").format(ident),
+    )
     _denied(conn, sql.SQL("DELETE FROM {}").format(ident))
     _denied(conn, sql.SQL("TRUNCATE {}").format(ident))
 
@@ -323,11 +380,193 @@ def test_reader_sees_tables_added_later_but_others_do_not(secure_db):
         cur.execute(sql.SQL("CREATE TABLE {} (x int)").format(sql.Identifier(table)))
     owner.commit()
     try:
-        _allowed(secure_db.connect("reader"),
-                 sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
-        _denied(secure_db.connect("processor"),
-                sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
+        _allowed(
+            secure_db.connect("reader"), sql.SQL("SELECT * FROM {}").format(sql.Identifier(table))
+        )
+        _denied(
+            secure_db.connect("processor"),
+            sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)),
+        )
     finally:
         with owner.cursor() as cur:
             cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
         owner.commit()
+
+
+# --- the roles as CloudNativePG creates them (helm-values/cloudnative-pg.yaml) ---------------
+REPO = Path(__file__).resolve().parents[2]
+GROUP_ROLES_BY_NAME = {
+    "finpipe_manager": "manager",
+    "finpipe_processor": "processor",
+    "finpipe_agent": "agent",
+    "finpipe_reader": "reader",
+}
+
+
+def _cnpg_cluster() -> dict[str, Any]:
+    docs = yaml.safe_load_all((REPO / "helm-values" / "cloudnative-pg.yaml").read_text())
+    return next(d for d in docs if d and d["kind"] == "Cluster")
+
+
+def _agent_pgoptions() -> str:
+    """PGOPTIONS of the agent pods, as the chart renders them from its values files."""
+    values = [
+        yaml.safe_load((REPO / p).read_text())
+        for p in ("charts/finpipe-workers/values.yaml", "helm-values/finpipe-workers.yaml")
+    ]
+    extra = [e for v in values for e in v["workers"]["agent"].get("extraEnv", [])]
+    (value,) = {e["value"] for e in extra if e["name"] == "PGOPTIONS"}
+    return value
+
+
+def _create_managed_role(
+    cur: Any, role: dict[str, Any], name: str, password: str, rename: dict[str, str]
+) -> bool:
+    """What CloudNativePG's role reconciler does for one `managed.roles` entry (defaults:
+    NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT); False when the role already existed."""
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    created = cur.fetchone() is None
+    if created:
+        login = sql.SQL("LOGIN" if role.get("login") else "NOLOGIN")
+        flags = sql.SQL(" ").join(
+            sql.SQL(f)
+            for f in (
+                "SUPERUSER" if role.get("superuser") else "NOSUPERUSER",
+                "CREATEDB" if role.get("createdb") else "NOCREATEDB",
+                "CREATEROLE" if role.get("createrole") else "NOCREATEROLE",
+                "INHERIT" if role.get("inherit", True) else "NOINHERIT",
+            )
+        )
+        if role.get("passwordSecret"):
+            cur.execute(
+                sql.SQL("CREATE ROLE {} {} {} PASSWORD %s").format(
+                    sql.Identifier(name), login, flags
+                ),
+                (password,),
+            )
+        else:
+            cur.execute(sql.SQL("CREATE ROLE {} {} {}").format(sql.Identifier(name), login, flags))
+    for group in role.get("inRoles", []):
+        cur.execute(
+            sql.SQL("GRANT {} TO {}").format(
+                sql.Identifier(rename.get(group, group)), sql.Identifier(name)
+            )
+        )
+    return created
+
+
+def test_cloudnative_pg_managed_roles_migrate_and_each_login_does_its_job(local_stack):
+    """The production path end to end: the roles exactly as helm-values/cloudnative-pg.yaml
+    declares them (login users renamed per test run; the group roles are cluster-wide and
+    keep their names), the database owned by the bootstrap owner without CREATEROLE, the
+    migrations applied by that owner, then each login user does its process's work and is
+    refused the rest. A missing group role, membership or grant fails here."""
+    from workers.db import apply_migrations
+    from workers.sources.ratelimit import PostgresRateLimiter
+
+    cluster = _cnpg_cluster()["spec"]
+    roles = [r for r in cluster["managed"]["roles"] if r.get("ensure", "present") == "present"]
+    owner_name = cluster["bootstrap"]["initdb"]["owner"]
+    tag = uuid.uuid4().hex[:8]
+    rename = {r["name"]: f"{r['name']}_t{tag}" for r in roles if r.get("login")}
+    passwords = {name: uuid.uuid4().hex for name in rename.values()}
+    database = f"finpipe_test_cnpg_{tag}"
+    admin = PostgresCluster(local_stack).admin_connection()
+    created: list[str] = []
+    conns: list[Any] = []
+
+    def login(declared: str, options: str | None = None) -> Any:
+        name = rename[declared]
+        kwargs = local_stack.model_copy(
+            update={
+                "pg_user": name,
+                "pg_database": database,
+                "pg_password": SecretStr(passwords[name]),
+            }
+        ).pg_connect_kwargs()
+        if options:
+            kwargs["options"] = options
+        conn = psycopg2.connect(**kwargs, connect_timeout=10)
+        conns.append(conn)
+        return conn
+
+    try:
+        with admin.cursor() as cur:
+            # Group roles first, then logins (CloudNativePG grants memberships after creating).
+            for role in sorted(roles, key=lambda r: bool(r.get("login"))):
+                name = rename.get(role["name"], role["name"])
+                if _create_managed_role(cur, role, name, passwords.get(name, ""), rename):
+                    created.append(name)
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(rename[owner_name])
+                )
+            )
+            cur.execute(
+                "SELECT rolcreaterole FROM pg_roles WHERE rolname = %s", (rename[owner_name],)
+            )
+            assert cur.fetchone() == (False,)
+
+        owner = local_stack.model_copy(
+            update={"pg_user": rename[owner_name], "pg_database": database}
+        )
+        assert "0003_roles" in apply_migrations(owner)
+
+        # Each login is a member of exactly one finpipe group role: its process kind.
+        kinds: dict[str, str] = {}
+        for role in roles:
+            if role.get("login") and role["name"] not in (owner_name, "dagster"):
+                (group,) = role["inRoles"]
+                assert group in GROUP_ROLES_BY_NAME, role
+                kinds[GROUP_ROLES_BY_NAME[group]] = role["name"]
+        assert set(kinds) == {"manager", "processor", "agent", "reader"}, kinds
+
+        manager = login(kinds["manager"])
+        _allowed(manager, "INSERT INTO symbols (symbol, name, active) VALUES ('CNPGM', 'x', true)")
+        _denied(
+            manager, "INSERT INTO prices (symbol, date, close) VALUES ('CNPGM', '2020-01-02', 1)"
+        )
+        _denied(manager, "DELETE FROM tasks")
+
+        processor = login(kinds["processor"])
+        _allowed(processor, "CREATE TEMP TABLE staging_probe (x int)")
+        _allowed(processor, "SELECT * FROM consumer_offsets LIMIT 1")
+        _denied(processor, "UPDATE symbols SET active = true")
+
+        reader = login(kinds["reader"])
+        _allowed(reader, "SELECT * FROM prices LIMIT 1")
+        _denied(reader, "INSERT INTO symbols (symbol) VALUES ('CNPGR')")
+
+        # The agent: the shared budget through pyrate-limiter, with the search_path the
+        # chart's PGOPTIONS gives the agent pods (CloudNativePG cannot set it per role).
+        agent_name = rename[kinds["agent"]]
+        conninfo = make_conninfo(
+            "",
+            **local_stack.model_copy(
+                update={
+                    "pg_user": agent_name,
+                    "pg_database": database,
+                    "pg_password": SecretStr(passwords[agent_name]),
+                }
+            ).pg_connect_kwargs(),
+            options=_agent_pgoptions(),
+        )
+        limiter = PostgresRateLimiter(conninfo, requests_per_minute=2, requests_per_hour=None)
+        try:
+            waits = [limiter.try_acquire() for _ in range(3)]
+        finally:
+            limiter.close()
+        assert waits[:2] == [0.0, 0.0] and waits[2] > 0, waits
+        agent = login(kinds["agent"], options=_agent_pgoptions())
+        _denied(agent, "SELECT * FROM public.prices LIMIT 1")
+    finally:
+        for conn in conns:
+            conn.close()
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
+            for name in reversed(created):
+                if name in rename.values():
+                    cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.close()

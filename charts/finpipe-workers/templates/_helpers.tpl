@@ -46,19 +46,76 @@ app.kubernetes.io/component: {{ .worker }}
 {{- $v -}}
 {{- end -}}
 
-{{/* The container environment: the ConfigMap, then each secret setting via secretKeyRef. */}}
-{{- define "finpipe.envFrom" -}}
+{{/* One env entry per secret setting (field -> {name, key}), sorted by field. */}}
+{{- define "finpipe.secretEnvEntries" -}}
+{{- range $field, $ref := . }}
+- name: {{ include "finpipe.envName" $field }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- end -}}
+
+{{/* One env entry per plain setting (field -> value), sorted by field. */}}
+{{- define "finpipe.plainEnvEntries" -}}
+{{- range $field, $value := . }}
+- name: {{ include "finpipe.envName" $field }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A worker container's environment: the shared ConfigMap, then the worker's own identity on
+top (env wins over envFrom): its settings, its Secrets (over the chart-wide ones), its stable
+worker id (the StatefulSet pod's name), its Kafka user, and extra variables.
+*/}}
+{{- define "finpipe.workerEnv" -}}
+{{- $root := .root -}}
+{{- $w := .w -}}
+{{- $plain := deepCopy ($w.env | default dict) -}}
+{{- $secret := merge (deepCopy ($w.secretEnv | default dict)) (deepCopy ($root.Values.secretEnv | default dict)) -}}
+{{- if and $w.kafkaUser $w.kafkaUser.enabled -}}
+{{- $_ := set $plain "kafka_sasl_username" $w.kafkaUser.name -}}
+{{- $_ := set $secret "kafka_sasl_password" (dict "name" $w.kafkaUser.name "key" "password") -}}
+{{- end -}}
 envFrom:
   - configMapRef:
-      name: {{ .Values.configMapName }}
-{{- with .Values.secretEnv }}
+      name: {{ $root.Values.configMapName }}
 env:
-  {{- range $field, $ref := . }}
-  - name: {{ include "finpipe.envName" $field }}
+  - name: FINPIPE_WORKER_ID
     valueFrom:
-      secretKeyRef:
-        name: {{ $ref.name }}
-        key: {{ $ref.key }}
+      fieldRef:
+        fieldPath: metadata.name
+  {{- with include "finpipe.plainEnvEntries" $plain | trim }}
+  {{- . | nindent 2 }}
   {{- end }}
-{{- end }}
+  {{- with include "finpipe.secretEnvEntries" $secret | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with $w.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The migration init container's environment: the ConfigMap and the schema owner. */}}
+{{- define "finpipe.migrateEnv" -}}
+envFrom:
+  - configMapRef:
+      name: {{ .root.Values.configMapName }}
+env:
+  {{- with include "finpipe.plainEnvEntries" (.m.env | default dict) | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with include "finpipe.secretEnvEntries" (.m.secretEnv | default dict) | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The Kafka CA volume's mount directory and file name, from config.kafka_ssl_ca_location. */}}
+{{- define "finpipe.caDir" -}}
+{{- dir (include "finpipe.setting" (dict "root" . "field" "kafka_ssl_ca_location")) -}}
+{{- end -}}
+{{- define "finpipe.caFile" -}}
+{{- base (include "finpipe.setting" (dict "root" . "field" "kafka_ssl_ca_location")) -}}
 {{- end -}}
