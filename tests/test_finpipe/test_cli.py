@@ -6,12 +6,15 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+from confluent_kafka import Producer
 
 from finpipe.stack import paths
 from workers import contracts
 from workers.agent.main import chunk_messages
+from workers.kafka import producer_config
 from workers.processor.batch import BatchWriter, InputMessage
 from workers.sources.synthetic import SyntheticSource
 from workers.universe import UniverseEntry, sync_universe
@@ -122,3 +125,63 @@ def test_errors_say_what_to_run_when_the_stack_is_down(tmp_path):
     assert "Kafka is not reachable at 127.0.0.1:1. Start the stack: finpipe up" in dlq.stdout
     chart = finpipe("chart", "AAPL", "--out", str(tmp_path), env=env)
     assert chart.returncode == 1 and "PostgreSQL is not reachable" in chart.stdout
+
+
+def _dead_letter(pipe, symbol: str, offset: int) -> None:
+    """A dead letter as the processor writes it: the DLQ record, its row, the symbol parked."""
+    s = pipe.settings
+    start, end = dt.date(2014, 1, 1), dt.date(2014, 12, 31)
+    task = contracts.FetchTask(schema_version=1, task_id=f"t-{symbol}", symbol=symbol,
+                               start=start, end=end)
+    (message,) = chunk_messages(task, SyntheticSource().fetch(symbol, start, end), 1000)
+    value = contracts.encode(message)
+    error = RuntimeError("a processor bug, fixed since")
+    conn = pipe.connect()
+    conn.autocommit = False
+    BatchWriter(conn, s.processor_group, s.max_message_bytes, record_offsets=False
+                ).dead_letter_only(InputMessage(s.data_topic, 0, offset, symbol.encode(), value),
+                                   error)
+    conn.commit()
+    conn.close()
+    producer = Producer(producer_config(s))
+    producer.produce(s.dlq_topic, key=symbol.encode(), value=value,
+                     headers=contracts.dlq_headers(s.data_topic, 0, offset, error))
+    assert producer.flush(30) == 0
+
+
+def _dead_letter_status(pipe, symbol: str) -> list[str]:
+    conn = pipe.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT status FROM dead_letters WHERE symbol = %s", (symbol,))
+        statuses = [r[0] for r in cur.fetchall()]
+    conn.close()
+    return statuses
+
+
+def test_dlq_replay_sends_each_dead_letter_once(private_db):
+    pipe, env = private_db
+    pipe.start("processor")
+    _dead_letter(pipe, "RPLY", offset=7)
+    _dead_letter(pipe, "SKIP", offset=8)
+    assert _dead_letter_status(pipe, "RPLY") == ["open"]
+
+    first = finpipe("dlq", "replay", "--symbol", "RPLY", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "replayed 1 dead letters of RPLY (0 already resolved)" in first.stdout
+    assert _dead_letter_status(pipe, "RPLY") == ["replayed"]
+    conn = pipe.connect()
+    for _ in range(120):  # the processor applies the replayed message
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM prices WHERE symbol = 'RPLY'")
+            if cur.fetchone()[0]:
+                break
+        time.sleep(0.5)
+    conn.close()
+    second = finpipe("dlq", "replay", "--symbol", "RPLY", env=env)
+    assert "replayed 0 dead letters of RPLY (1 already resolved)" in second.stdout
+
+    # Resumed without its dead letter (unpark): a later replay does not send it either.
+    assert finpipe("unpark", "SKIP", env=env).returncode == 0
+    assert _dead_letter_status(pipe, "SKIP") == ["skipped"]
+    third = finpipe("dlq", "replay", "--symbol", "SKIP", env=env)
+    assert "replayed 0 dead letters of SKIP (1 already resolved)" in third.stdout
