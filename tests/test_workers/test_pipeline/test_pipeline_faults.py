@@ -60,9 +60,11 @@ def test_sigkill_agent_and_processor_repeatedly(pipeline_factory):
     tasks = _yearly_tasks([f"KIL{i}" for i in range(12)], 2008, 3)  # ~9,000 bars
     agent, processor = pipe.start("agent"), pipe.start("processor")
     ids = pipe.send_tasks(tasks)
+    in_flight = 0
     for _ in range(3):
         time.sleep(rng.uniform(1.0, 4.0))
         victim = rng.choice(["agent", "processor", "both"])
+        in_flight += _unfinished(pipe, ids) > 0  # the kill interrupted work
         if victim in ("agent", "both"):
             agent.kill(signal.SIGKILL)
             agent = pipe.start("agent")
@@ -71,6 +73,17 @@ def test_sigkill_agent_and_processor_repeatedly(pipeline_factory):
             processor = pipe.start("processor")
     pipe.wait_tasks(ids, timeout=240)
     _assert_exact_and_ordered(pipe, tasks)
+    assert in_flight >= 1, "every kill came after the work was done: nothing was tested"
+
+
+def _unfinished(pipe: Pipeline, ids: list[str]) -> int:
+    conn = pipe.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM tasks WHERE task_id = ANY(%s) AND status IN "
+                    "('done', 'no_data', 'failed')", (ids,))
+        done = cur.fetchone()[0]
+    conn.close()
+    return len(ids) - done
 
 
 def test_workers_join_and_leave_mid_run(pipeline_factory):
