@@ -125,7 +125,7 @@ class Processor:
         size = total = 0
         for m in messages:
             n = len(m.value() or b"")
-            if not batches or (size + n > BATCH_BYTES and batches[-1]):
+            if not batches or size + n > BATCH_BYTES:
                 batches.append([])
                 size = 0
             batches[-1].append(m)
