@@ -60,8 +60,12 @@ TIMEOUT_S = 600.0
 MODE = os.environ.get("FINPIPE_CHAOS_MODE", "static")
 # Each fetch takes this long (a live source's latency): 4,000 tasks keep 2 agents busy ~80 s.
 FETCH_S = 0.04
-# The goal: a killed worker's partitions flow again within 10 s of its replacement starting.
+# The goal: a killed worker's partitions flow again within 10 s (p95) when its replacement
+# starts; measured on a quiet machine (docs/reliability.md). The test fails at twice that,
+# which a worker start slowed by other load on this 2-core machine stays under and the 45 s
+# of librdkafka's default session timeout (no static membership) does not.
 RESTART_P95_GOAL_S = 10.0
+RESTART_P95_LIMIT_S = 2 * RESTART_P95_GOAL_S
 
 _EVENT_RE = re.compile(r"\b(assigned|revoked|lost)(?: partitions=| )\[([^\]]*)\]")
 
@@ -316,9 +320,11 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
         bar_messages=messages, dead_letters=sum(dead.values()), unanswered=unanswered,
     )
     for kind in ("agent", "processor"):
+        met = bool(resumed[kind]) and _p95(resumed[kind]) <= RESTART_P95_GOAL_S
         record_figures(f"chaos[{MODE}] {kind} SIGKILL->flowing again",
                        per_kill=_summary(resumed[kind]),
-                       per_partition=_summary(per_partition[kind]))
+                       per_partition=_summary(per_partition[kind]),
+                       goal=f"p95<={RESTART_P95_GOAL_S:.0f}s:{'met' if met else 'missed'}")
     record_figures(f"chaos[{MODE}] processor SIGTERM->flowing again",
                    per_stop=_summary(handovers))
 
@@ -331,5 +337,5 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
         assert resumed[kind], f"no {kind} kill measured"
     if static:
         for kind in ("agent", "processor"):
-            assert _p95(resumed[kind]) <= RESTART_P95_GOAL_S, (
+            assert _p95(resumed[kind]) <= RESTART_P95_LIMIT_S, (
                 f"{kind} SIGKILL->flowing again {_summary(resumed[kind])}")
