@@ -69,7 +69,7 @@ def test_database_restart_mid_backfill(scratch_postgres, fault_pipelines):
     assert len(pipe.workers) == 2
     for w in workers:
         assert w.proc.poll() is None, f"{w.kind} exited with {w.proc.returncode}"
-    retries = log_count(workers[1:], "database unavailable")
+    retries = log_count(workers[1:], "batch not committed")
     assert retries >= 1, "the outage never reached the processor"
     assert bars_at_stop < total
     record_figures(
