@@ -101,6 +101,9 @@ def assert_finite(value: object, where: str) -> None:
     elif isinstance(value, list):
         for v in value:
             assert_finite(v, where)
+    elif isinstance(value, bytes) and len(value) % 8 == 0:  # packed float64 values
+        floats = np.frombuffer(value, dtype=np.float64)
+        assert not np.isinf(floats).any(), f"{where}: inf in the state"
 
 
 def test_extreme_symbol_never_stops_the_batch(scratch):
