@@ -51,11 +51,15 @@ def _materialize(
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    """The run's metadata (a range run records the same metadata on each partition)."""
+    """The run's metadata: a range run records its totals on each partition and the rest on
+    the range's last partition only (lean events are what keep a 9,216-day run fast)."""
     events = result.asset_materializations_for_node("stock_tasks")
     keys = [e.partition for e in events]
     assert len(set(keys)) == len(keys)
-    meta = {k: v.value for k, v in events[0].metadata.items()}
+    assert keys == sorted(keys)
+    for event in events[:-1]:
+        assert set(event.metadata) == {"tasks_emitted", "symbols"}
+    meta = {k: v.value for k, v in events[-1].metadata.items()}
     meta["partitions"] = keys
     return meta
 
