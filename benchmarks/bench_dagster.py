@@ -144,13 +144,15 @@ def report_completion(
     written: list[dg.AssetMaterialization] = []
     original = completion.report_in_batches
 
-    def write(inst: dg.DagsterInstance, events: list, batch_size: int = 0) -> None:
-        written.extend(events)
+    def write(inst: dg.DagsterInstance, events: list, **options: object) -> int:
         if batched:
-            original(inst, events)
+            done = original(inst, events, **options)  # type: ignore[arg-type]
         else:
             for event in events:
                 inst.report_runless_asset_event(event)
+            done = len(events)
+        written.extend(events[:done])
+        return done
 
     completion.report_in_batches = write  # type: ignore[assignment]
     resources = {"postgres": PostgresResource(database=settings.pg_database, port=settings.pg_port)}
@@ -220,8 +222,8 @@ def main() -> None:
                 proc.terminate()
             for proc in workers:
                 proc.wait(60)
-            drop_private(base, settings)
             drop_database(base, dagster_db)
+            drop_private(base, settings)
 
     per_k = lambda seconds, n: (seconds - one) / n * 1000  # noqa: E731
     print(f"\nDagster bookkeeping, sample universe (5 symbols), {args.days} partitions "

@@ -100,7 +100,7 @@ class TestScenarios:
                     record
                     for key in ("stock_prices", "stock_indicators")
                     for record in instance.fetch_materializations(
-                        dg.AssetKey(key), limit=100_000, ascending=True
+                        dg.AssetKey(key), limit=10_000, ascending=True
                     ).records
                 ),
                 key=lambda record: record.storage_id,
@@ -213,6 +213,24 @@ class TestScenarios:
         assert [len(t) for t in ticks] == [3, 3, 3, 1, 0, 0]
         assert [d for tick in ticks for d in tick] == WEEK1 + WEEK2  # each day once, in order
         assert len(cursor) < 300
+
+    def test_writing_stops_at_the_time_budget_and_resumes(
+        self,
+        tasks_db: psycopg2.extensions.connection,
+        evaluate: Callable,
+        finish_tasks: Callable[..., int],
+    ) -> None:
+        """With no time left after the first batch (two days here), a tick writes one batch
+        and the cursor keeps the rest for the next ticks: each day once, in order."""
+        finish_tasks(tasks_db)
+        ticks: list[list[str]] = []
+        cursor = None
+        for _ in range(7):
+            result = evaluate(cursor, write_budget=0, event_batch=4)
+            cursor = result.cursor
+            ticks.append(_partitions(result, "stock_prices"))
+        assert [len(t) for t in ticks] == [2, 2, 2, 2, 2, 0, 0]
+        assert [d for tick in ticks for d in tick] == WEEK1 + WEEK2
 
     def test_tasks_read_per_tick_are_capped(
         self,

@@ -6,6 +6,9 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,10 +17,12 @@ import psycopg2.extensions
 import pytest
 
 from finpipe_dagster.assets import stock_tasks
+from finpipe_dagster.constants import MANAGER_POOL
 from finpipe_dagster.resources import ManagerResource, default_resources
 from finpipe_dagster.sensors import build_stuck_tasks_sensor
 from workers import outbox
 from workers.contracts import FetchTask
+from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +32,11 @@ ReadTopic = Callable[[str], list[FetchTask]]
 
 
 def _materialize(
-    partition: str | tuple[str, str], *, force: bool = False, **manager: object
+    partition: str | tuple[str, str],
+    *,
+    force: bool = False,
+    instance: dg.DagsterInstance | None = None,
+    **manager: object,
 ) -> dg.ExecuteInProcessResult:
     resources = default_resources()
     if manager:
@@ -47,6 +56,7 @@ def _materialize(
         tags=tags,
         resources=resources,
         run_config={"ops": {"stock_tasks": {"config": {"force": force}}}},
+        instance=instance,
     )
 
 
@@ -242,3 +252,39 @@ class TestCli:
         with clean_db, clean_db.cursor() as cur:
             cur.execute("SELECT count(DISTINCT requested_by), count(*) FROM tasks")
             assert cur.fetchone() == (2, 15)
+
+
+def test_a_run_waits_for_the_manager_pool(
+    manager_env: tuple, local_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run outside the queue (CLI, in process) still waits for the pool's one slot."""
+    for name, value in {
+        "FINPIPE_PG_HOST": local_stack.pg_host,
+        "FINPIPE_PG_PORT": str(local_stack.pg_port),
+        "FINPIPE_PG_USER": local_stack.pg_user,
+        "FINPIPE_PG_DAGSTER_DATABASE": local_stack.pg_dagster_database,
+    }.items():
+        monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.from_config(str(REPO / "dagster_home"))
+    storage = instance.event_log_storage
+    holder = f"other-manager-run-{uuid.uuid4().hex[:8]}"
+    try:
+        storage.set_concurrency_slots(MANAGER_POOL, 1)
+        assert storage.claim_concurrency_slot(MANAGER_POOL, holder, "stock_tasks").is_claimed
+        outcome: dict[str, object] = {}
+        started = time.monotonic()
+
+        def run() -> None:
+            outcome["result"] = _materialize("2010-03-03", instance=instance)
+            outcome["seconds"] = time.monotonic() - started
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(8)
+        assert thread.is_alive() and "result" not in outcome  # waiting for the slot
+        storage.free_concurrency_slot_for_step(holder, "stock_tasks")
+        thread.join(180)
+        assert outcome["result"].success and outcome["seconds"] >= 8
+    finally:
+        storage.free_concurrency_slots_for_run(holder)
+        instance.dispose()
