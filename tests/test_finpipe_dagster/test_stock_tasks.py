@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import subprocess
 import sys
@@ -288,3 +289,20 @@ def test_a_run_waits_for_the_manager_pool(
     finally:
         storage.free_concurrency_slots_for_run(holder)
         instance.dispose()
+
+
+def test_a_range_reaching_an_open_session_materialises_only_closed_ones(
+    manager_env: tuple, read_topic: ReadTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day after a holiday its partition exists before the close (the window of the
+    session before it ended on the holiday): a range run reaching it requests and marks only
+    the sessions that have closed. The clock is moved to 2010-03-04 13:00 New York."""
+    module = importlib.import_module("finpipe_dagster.assets.stock_tasks")
+    monkeypatch.setattr(module, "last_completed_session", lambda _now: D(2010, 3, 3))
+    _db, symbols, topic = manager_env
+    result = _materialize(("2010-03-01", "2010-03-05"))
+    assert result.success
+    meta = _metadata(result)
+    assert meta["partitions"] == ["2010-03-01", "2010-03-02", "2010-03-03"]
+    assert meta["requested_through"] == "2010-03-03" and meta["end_date"] == "2010-03-05"
+    assert max(t.end for t in read_topic(topic)) == D(2010, 3, 3)
