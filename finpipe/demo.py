@@ -55,8 +55,12 @@ class DemoResult:
 def dagster_env(settings: Settings) -> dict[str, str]:
     """Environment for Dagster processes: DAGSTER_HOME, every FINPIPE_* setting, and batched
     event writes (DAGSTER_EVENT_ENV: the range run's 3,270 materialisations in a few writes)."""
-    return {**DAGSTER_EVENT_ENV, **os.environ, **settings.to_env(include_secrets=True),
-            "DAGSTER_HOME": str(DAGSTER_HOME)}
+    return {
+        **DAGSTER_EVENT_ENV,
+        **os.environ,
+        **settings.to_env(include_secrets=True),
+        "DAGSTER_HOME": str(DAGSTER_HOME),
+    }
 
 
 def _count_tasks(settings: Settings) -> int:
@@ -79,8 +83,9 @@ def _nothing_to_request(settings: Settings) -> bool:
     try:
         if set(active_symbols(conn)) != wanted:
             return False  # the run syncs the universe first
-        return not uncovered_tasks(conn, sorted(wanted), DEMO_START, DEMO_END,
-                                   max_sessions=settings.max_sessions_per_task)
+        return not uncovered_tasks(
+            conn, sorted(wanted), DEMO_START, DEMO_END, max_sessions=settings.max_sessions_per_task
+        )
     finally:
         conn.close()
 
@@ -88,34 +93,52 @@ def _nothing_to_request(settings: Settings) -> bool:
 def materialize_range(settings: Settings, start: dt.date, end: dt.date, console: Console) -> None:
     """``dagster asset materialize`` of stock_tasks for ``start...end`` (one run)."""
     command = [
-        sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "finpipe_dagster.definitions", "--select", "stock_tasks",
-        "--partition-range", f"{start.isoformat()}...{end.isoformat()}",
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "finpipe_dagster.definitions",
+        "--select",
+        "stock_tasks",
+        "--partition-range",
+        f"{start.isoformat()}...{end.isoformat()}",
     ]
-    console.print(f"[bold]dagster[/bold] asset materialize stock_tasks "
-                  f"--partition-range {start}...{end}")
-    result = subprocess.run(command, cwd=paths.REPO_ROOT, env=dagster_env(settings),
-                            capture_output=True, text=True)
+    console.print(
+        f"[bold]dagster[/bold] asset materialize stock_tasks --partition-range {start}...{end}"
+    )
+    result = subprocess.run(
+        command, cwd=paths.REPO_ROOT, env=dagster_env(settings), capture_output=True, text=True
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
         raise RuntimeError(f"the Dagster run failed:\n{tail}")
 
 
-def wait_until_complete(settings: Settings, days_expected: list[dt.date], console: Console,
-                        timeout: float = 900.0) -> int:
+def wait_until_complete(
+    settings: Settings, days_expected: list[dt.date], console: Console, timeout: float = 900.0
+) -> int:
     """Follow progress until the completion sensor's view has every expected day."""
     from finpipe_dagster.sensors.completion import CompletionCursor, evaluate_completion
 
     wanted = set(days_expected)
     deadline = time.monotonic() + timeout
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         bars = progress.add_task("bars stored", total=max(1, report.expected_bars(settings)))
         days = progress.add_task("days complete", total=len(wanted))
         while True:
-            progress.update(bars, completed=report.stored_bars(settings),
-                            total=max(1, report.expected_bars(settings)))
+            progress.update(
+                bars,
+                completed=report.stored_bars(settings),
+                total=max(1, report.expected_bars(settings)),
+            )
             complete = _complete_days(settings, evaluate_completion, CompletionCursor)
             progress.update(days, completed=len(wanted & complete))
             if wanted <= complete:
@@ -135,8 +158,9 @@ def _complete_days(settings: Settings, evaluate_completion, cursor_type) -> set[
     try:
         cursor = cursor_type()
         while True:
-            tick = evaluate_completion(conn, cursor, max_dates=5000, settle=dt.timedelta(0),
-                                       first_date=DEMO_START)
+            tick = evaluate_completion(
+                conn, cursor, max_dates=5000, settle=dt.timedelta(0), first_date=DEMO_START
+            )
             complete.update(d.day for d in tick.days)
             if tick.cursor == cursor or not (tick.days or tick.tasks_read):
                 return complete
@@ -149,26 +173,42 @@ def write_summary_csv(rows: list[report.SymbolSummary], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["symbol", "first_date", "last_date", "bars", "last_close", "rsi_14",
-                         "macd", "status"])
+        writer.writerow(
+            ["symbol", "first_date", "last_date", "bars", "last_close", "rsi_14", "macd", "status"]
+        )
         for r in rows:
-            writer.writerow([r.symbol, r.first_date, r.last_date, r.bars, r.last_close,
-                             r.rsi_14, r.macd, r.status])
+            writer.writerow(
+                [
+                    r.symbol,
+                    r.first_date,
+                    r.last_date,
+                    r.bars,
+                    r.last_close,
+                    r.rsi_14,
+                    r.macd,
+                    r.status,
+                ]
+            )
     return path
 
 
 def summary_table(rows: list[report.SymbolSummary]) -> Table:
     table = Table(title="finpipe demo: sample universe")
-    for column, justify in (("symbol", "left"), ("date range", "left"), ("bars", "right"),
-                            ("last close", "right"), ("RSI 14", "right"), ("MACD", "right"),
-                            ("status", "left")):
+    for column, justify in (
+        ("symbol", "left"),
+        ("date range", "left"),
+        ("bars", "right"),
+        ("last close", "right"),
+        ("RSI 14", "right"),
+        ("MACD", "right"),
+        ("status", "left"),
+    ):
         table.add_column(column, justify=justify)
     for r in rows:
         span = f"{r.first_date} .. {r.last_date}" if r.bars else "-"
         values = [report.format_number(v) for v in (r.last_close, r.rsi_14, r.macd)]
         table.add_row(r.symbol, span, f"{r.bars:,}", *values, r.status)
     return table
-
 
 
 def render_charts(settings: Settings, symbols: list[str], out_dir: Path) -> list[Path]:
@@ -205,11 +245,14 @@ def run_demo(settings: Settings, out_dir: Path, console: Console) -> DemoResult:
         step = time.monotonic()
         materialize_range(settings, DEMO_START, DEMO_END, console)
         emitted = _count_tasks(settings) - before
-        console.print(f"  tasks emitted: {emitted}, Dagster run took "
-                      f"{time.monotonic() - step:.0f} s")
+        console.print(
+            f"  tasks emitted: {emitted}, Dagster run took {time.monotonic() - step:.0f} s"
+        )
 
-    console.print(f"[bold]3/4[/bold] waiting for the completion sensor's view "
-                  f"({time.monotonic() - started:.0f} s)")
+    console.print(
+        f"[bold]3/4[/bold] waiting for the completion sensor's view "
+        f"({time.monotonic() - started:.0f} s)"
+    )
     expected = trading_days(DEMO_START, DEMO_END)
     done = wait_until_complete(settings, expected, console)
 
@@ -221,5 +264,6 @@ def run_demo(settings: Settings, out_dir: Path, console: Console) -> DemoResult:
     console.print(summary_table(rows))
     csv_path = write_summary_csv(rows, out_dir / "summary.csv")
     charts = render_charts(settings, [r.symbol for r in rows if r.bars], out_dir / "charts")
-    return DemoResult(emitted, done, len(expected), rows, charts, csv_path,
-                      time.monotonic() - started)
+    return DemoResult(
+        emitted, done, len(expected), rows, charts, csv_path, time.monotonic() - started
+    )

@@ -109,14 +109,25 @@ def test_partition_range_is_one_run_split_into_bounded_tasks(
     meta = _metadata(result)
     assert (meta["start_date"], meta["end_date"]) == ("2010-03-01", "2010-03-12")
     assert meta["partitions"] == [
-        "2010-03-01", "2010-03-02", "2010-03-03", "2010-03-04", "2010-03-05",
-        "2010-03-08", "2010-03-09", "2010-03-10", "2010-03-11", "2010-03-12",
+        "2010-03-01",
+        "2010-03-02",
+        "2010-03-03",
+        "2010-03-04",
+        "2010-03-05",
+        "2010-03-08",
+        "2010-03-09",
+        "2010-03-10",
+        "2010-03-11",
+        "2010-03-12",
     ]
     expected = {
         (s, a, b)
         for s in symbols
-        for a, b in [(D(2010, 3, 1), D(2010, 3, 4)), (D(2010, 3, 5), D(2010, 3, 10)),
-                     (D(2010, 3, 11), D(2010, 3, 12))]
+        for a, b in [
+            (D(2010, 3, 1), D(2010, 3, 4)),
+            (D(2010, 3, 5), D(2010, 3, 10)),
+            (D(2010, 3, 11), D(2010, 3, 12)),
+        ]
     }
     assert _spans(read_topic(topic)) == expected and meta["tasks_emitted"] == 15
     # An older backfill overlapping the stored range emits exactly the older days.
@@ -151,7 +162,9 @@ def test_crash_leaves_pending_tasks_published_once_later(
 
     monkeypatch.setattr(outbox, "publish_pending", dying_publish)
     crashed = dg.materialize(
-        [stock_tasks], partition_key="2010-03-03", resources=default_resources(),
+        [stock_tasks],
+        partition_key="2010-03-03",
+        resources=default_resources(),
         raise_on_error=False,
     )
     assert not crashed.success
@@ -189,7 +202,9 @@ def test_stuck_sensor_publishes_what_a_crash_left(
         outbox, "publish_pending", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed"))
     )
     assert not dg.materialize(
-        [stock_tasks], partition_key="2010-03-03", resources=default_resources(),
+        [stock_tasks],
+        partition_key="2010-03-03",
+        resources=default_resources(),
         raise_on_error=False,
     ).success
     with db, db.cursor() as cur:
@@ -221,9 +236,22 @@ class TestCli:
         }
         dagster = Path(sys.executable).with_name("dagster")
         proc = subprocess.run(
-            [str(dagster), "asset", "materialize", "-m", "finpipe_dagster.definitions",
-             "--select", "stock_tasks", *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+            [
+                str(dagster),
+                "asset",
+                "materialize",
+                "-m",
+                "finpipe_dagster.definitions",
+                "--select",
+                "stock_tasks",
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
@@ -245,8 +273,11 @@ class TestCli:
         assert _spans(tasks) == {
             (s, a, b)
             for s in symbols
-            for a, b in [(D(2011, 6, 15), D(2011, 6, 15)), (D(2011, 6, 13), D(2011, 6, 14)),
-                         (D(2011, 6, 16), D(2011, 6, 17))]
+            for a, b in [
+                (D(2011, 6, 15), D(2011, 6, 15)),
+                (D(2011, 6, 13), D(2011, 6, 14)),
+                (D(2011, 6, 16), D(2011, 6, 17)),
+            ]
         }
         self._cli(tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
         assert len(read_topic(tasks_topic)) == 15
@@ -299,7 +330,7 @@ def test_a_range_reaching_an_open_session_materialises_only_closed_ones(
     the sessions that have closed. The clock is moved to 2010-03-04 13:00 New York."""
     module = importlib.import_module("finpipe_dagster.assets.stock_tasks")
     monkeypatch.setattr(module, "last_completed_session", lambda _now: D(2010, 3, 3))
-    _db, symbols, topic = manager_env
+    _db, _symbols, topic = manager_env
     result = _materialize(("2010-03-01", "2010-03-05"))
     assert result.success
     meta = _metadata(result)
