@@ -224,28 +224,31 @@ def test_stuck_sensor_publishes_what_a_crash_left(
     assert len(read_topic(topic)) == 5
 
 
-class TestCli:
-    """`dagster asset materialize` in a subprocess, as an operator would run it."""
+# The two CLIs the README shows: `dagster asset materialize` and its successor `dg launch`
+# (dagster-dg-cli; dg.toml at the repo root makes the repo a dg project).
+CLIS = {
+    "dagster asset materialize": [
+        "dagster", "asset", "materialize", "-m", "finpipe_dagster.definitions",
+        "--select", "stock_tasks",
+    ],
+    "dg launch": ["dg", "launch", "--assets", "stock_tasks"],
+}  # fmt: skip
 
-    def _cli(self, tmp_path: Path, topic: str, *args: str) -> subprocess.CompletedProcess:
+
+@pytest.mark.parametrize("cli", list(CLIS))
+class TestCli:
+    """Each CLI in a subprocess, as an operator would run it."""
+
+    def _cli(self, cli: str, tmp_path: Path, topic: str, *args: str) -> subprocess.CompletedProcess:
         env = {
             **os.environ,
             "DAGSTER_HOME": str(tmp_path),
             "FINPIPE_UNIVERSE": "sample",
             "FINPIPE_TASKS_TOPIC": topic,
         }
-        dagster = Path(sys.executable).with_name("dagster")
+        program, *rest = CLIS[cli]
         proc = subprocess.run(
-            [
-                str(dagster),
-                "asset",
-                "materialize",
-                "-m",
-                "finpipe_dagster.definitions",
-                "--select",
-                "stock_tasks",
-                *args,
-            ],
+            [str(Path(sys.executable).with_name(program)), *rest, *args],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -258,16 +261,17 @@ class TestCli:
 
     def test_partition_then_range(
         self,
+        cli: str,
         clean_db: psycopg2.extensions.connection,
         tasks_topic: str,
         read_topic: ReadTopic,
         tmp_path: Path,
     ) -> None:
         symbols = {"AAPL", "FB", "GOOG", "IBM", "MSFT"}
-        self._cli(tmp_path, tasks_topic, "--partition", "2011-06-15")
+        self._cli(cli, tmp_path, tasks_topic, "--partition", "2011-06-15")
         tasks = read_topic(tasks_topic)
         assert _spans(tasks) == {(s, D(2011, 6, 15), D(2011, 6, 15)) for s in symbols}
-        self._cli(tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
+        self._cli(cli, tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
         tasks = read_topic(tasks_topic)
         assert len(tasks) == 15
         assert _spans(tasks) == {
@@ -279,7 +283,7 @@ class TestCli:
                 (D(2011, 6, 16), D(2011, 6, 17)),
             ]
         }
-        self._cli(tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
+        self._cli(cli, tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
         assert len(read_topic(tasks_topic)) == 15
         with clean_db, clean_db.cursor() as cur:
             cur.execute("SELECT count(DISTINCT requested_by), count(*) FROM tasks")
