@@ -96,7 +96,7 @@ def stock_tasks(
         "tasks_emitted": dg.MetadataValue.int(len(report.tasks)),
         "symbols": dg.MetadataValue.int(len(symbols)),
     }
-    details = _run_details(report, symbols, start, end, emit_end, config.force, kafka.topic)
+    details = _run_details(report, start, end, emit_end, config.force, kafka.topic)
     if emit_end >= end:
         # Every session of the range has closed: one result, which Dagster records on each
         # partition in batches.
@@ -114,7 +114,6 @@ def stock_tasks(
 
 def _run_details(
     report: EmitReport,
-    symbols: list[str],
     start: dt.date,
     end: dt.date,
     emit_end: dt.date,
