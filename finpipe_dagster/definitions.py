@@ -6,14 +6,21 @@ Found by ``dagster dev`` through ``[tool.dagster] module_name`` in pyproject.tom
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from finpipe_dagster.assets import indicator_report, stock_indicators, stock_prices, stock_tasks
 from finpipe_dagster.checks import all_checks
+from finpipe_dagster.constants import DAGSTER_EVENT_ENV
 from finpipe_dagster.jobs import market_data_checks_job, stock_tasks_job
 from finpipe_dagster.resources import default_resources
 from finpipe_dagster.schedules import build_checks_schedule, build_stock_tasks_schedule
 from finpipe_dagster.sensors import build_completion_sensor, build_stuck_tasks_sensor
+
+# Batched event writes for every process that loads this code location (see constants).
+for _name, _value in DAGSTER_EVENT_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 defs = dg.Definitions(
     assets=[stock_tasks, stock_prices, stock_indicators, indicator_report],

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     universe: str = "default"
     # First daily partition of stock_tasks (ISO date); the sample data starts in 2000.
     partitions_start: str = "2000-01-03"
+    # Range of the trading calendar (ISO dates): partitions and tasks must fall inside it. A fixed
+    # end keeps the partitions definition (and its holiday list) the same from day to day.
+    calendar_start: str = "1962-01-02"
+    calendar_end: str = "2035-12-31"
     # Most sessions in one fetch task (about a trading year), so one bad chunk stays small.
     max_sessions_per_task: int = Field(default=252, ge=1, le=5000)
     # A task pending or published for longer than this is published again (stuck-task

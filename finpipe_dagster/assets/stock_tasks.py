@@ -1,17 +1,23 @@
-"""The manager asset: fetch tasks for a range of trading days, through the outbox to Kafka."""
+"""The manager asset: fetch tasks for a range of trading days, through the outbox to Kafka.
 
+Dagster's bookkeeping, not the outbox, is what a long range costs: a range run records one
+materialisation per partition (9,216 for 1990..2026). So each partition's event carries only
+the two run totals a user looks for, and the rest of the run's metadata (dates, preview,
+publish counts) is attached to the range's last partition alone.
+"""
 
 import datetime as dt
 import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 from pydantic import Field
 
-from finpipe_dagster.constants import INGEST, OWNERS, STOCK_TASKS
-from finpipe_dagster.partitions import trading_day_partitions, window_dates
+from finpipe_dagster.constants import INGEST, MANAGER_POOL, OWNERS, STOCK_TASKS
+from finpipe_dagster.partitions import key_range_dates, partition_date, trading_day_partitions
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
 from workers.calendar import last_completed_session
-from workers.outbox import emit_tasks
+from workers.outbox import EmitReport, emit_tasks
 from workers.universe import active_symbols, load_universe, sync_universe
 
 # Tasks listed in the run's metadata preview.
@@ -27,7 +33,7 @@ class StockTasksConfig(dg.Config):
     )
 
 
-# BackfillPolicy is marked beta in 1.13 yet is how a UI backfill becomes one run (design.md 4);
+# BackfillPolicy is marked beta in 1.13 yet is how a UI backfill becomes one run;
 # without this filter every process loading the code location would print the warning.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy")
@@ -38,6 +44,11 @@ with warnings.catch_warnings():
         owners=OWNERS,
         partitions_def=trading_day_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        # One manager run at a time, however it is launched (schedule, UI, backfill, CLI):
+        # dagster.yaml gives every pool a limit of one.
+        pool=MANAGER_POOL,
+        # A range reaching a session that has not closed materialises only the closed ones.
+        output_required=False,
     )
 
 
@@ -48,9 +59,10 @@ def stock_tasks(
     postgres: PostgresResource,
     kafka: KafkaProducerResource,
     manager: ManagerResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
     """Fetch tasks for every active symbol and trading day, stored in the outbox and on Kafka."""
-    start, end = window_dates(context.partition_time_window)
+    key_range = context.partition_key_range
+    start, end = key_range_dates(key_range)
     # A session still trading (or not yet open) is left for a later run: a task for it now
     # would mark its day covered before the source has its bar.
     completed = last_completed_session(dt.datetime.now(dt.UTC))
@@ -71,8 +83,6 @@ def stock_tasks(
             force=config.force,
             max_sessions=settings.max_sessions_per_task,
         )
-    if emit_end < end:
-        context.log.warning(f"sessions after {completed} are not complete yet: not requested")
     if not report.publish.ok:
         raise dg.Failure(
             description=(
@@ -82,31 +92,54 @@ def stock_tasks(
             ),
             metadata={"undelivered": dg.MetadataValue.json(dict(report.publish.failed))},
         )
+    totals = {
+        "tasks_emitted": dg.MetadataValue.int(len(report.tasks)),
+        "symbols": dg.MetadataValue.int(len(symbols)),
+    }
+    details = _run_details(report, start, end, emit_end, config.force, kafka.topic)
+    if emit_end >= end:
+        # Every session of the range has closed: one result, which Dagster records on each
+        # partition in batches.
+        context.add_asset_metadata(details, partition_key=key_range.end)
+        yield dg.MaterializeResult(metadata=totals)
+        return
+    # The range reaches a session still trading (a day after a holiday, before the close):
+    # materialise the closed sessions one by one and leave the rest for a later run.
+    context.log.warning(f"sessions after {completed} are not complete yet: not requested")
+    closed = [k for k in context.partition_keys if partition_date(k) <= completed]
+    for key in closed:
+        metadata = {**totals, **details} if key == closed[-1] else totals
+        yield dg.AssetMaterialization(asset_key=STOCK_TASKS, partition=key, metadata=metadata)
+
+
+def _run_details(
+    report: EmitReport,
+    start: dt.date,
+    end: dt.date,
+    emit_end: dt.date,
+    force: bool,
+    topic: str,
+) -> dict[str, dg.MetadataValue]:
+    """The run's metadata beyond its totals (recorded once, on the range's last partition)."""
     own = {t.task_id for t in report.tasks}
     preview = "\n".join(
         f"| {t.symbol} | {t.start} | {t.end} | `{t.task_id}` |"
         for t in report.tasks[:PREVIEW_TASKS]
     )
-    return dg.MaterializeResult(
-        metadata={
-            "tasks_emitted": dg.MetadataValue.int(len(report.tasks)),
-            "symbols": dg.MetadataValue.int(len(symbols)),
-            "symbols_with_tasks": dg.MetadataValue.int(len(report.symbols)),
-            "start_date": dg.MetadataValue.text(start.isoformat()),
-            "end_date": dg.MetadataValue.text(end.isoformat()),
-            "requested_through": dg.MetadataValue.text(
-                emit_end.isoformat() if emit_end >= start else "nothing yet"
-            ),
-            "force": dg.MetadataValue.bool(config.force),
-            "tasks_published": dg.MetadataValue.int(len(report.publish.published)),
-            "earlier_pending_published": dg.MetadataValue.int(
-                len(set(report.publish.published) - own)
-            ),
-            "topic": dg.MetadataValue.text(kafka.topic),
-            "preview": dg.MetadataValue.md(
-                "| symbol | start | end | task_id |\n|---|---|---|---|\n" + preview
-                if preview
-                else "no new tasks: every day of the range was already requested"
-            ),
-        }
-    )
+    return {
+        "symbols_with_tasks": dg.MetadataValue.int(len(report.symbols)),
+        "start_date": dg.MetadataValue.text(start.isoformat()),
+        "end_date": dg.MetadataValue.text(end.isoformat()),
+        "requested_through": dg.MetadataValue.text(
+            emit_end.isoformat() if emit_end >= start else "nothing yet"
+        ),
+        "force": dg.MetadataValue.bool(force),
+        "tasks_published": dg.MetadataValue.int(len(report.publish.published)),
+        "earlier_pending_published": dg.MetadataValue.int(len(set(report.publish.published) - own)),
+        "topic": dg.MetadataValue.text(topic),
+        "preview": dg.MetadataValue.md(
+            "| symbol | start | end | task_id |\n|---|---|---|---|\n" + preview
+            if preview
+            else "no new tasks: every day of the range was already requested"
+        ),
+    }

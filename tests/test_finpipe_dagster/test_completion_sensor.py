@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
 import psycopg2.extensions
@@ -30,13 +31,15 @@ class TestPure:
         a = [(D(2010, 1, 1), D(2010, 1, 10)), (D(2010, 1, 20), D(2010, 1, 31))]
         b = [(D(2010, 1, 5), D(2010, 1, 25))]
         assert intersect_ranges(a, b) == [
-            (D(2010, 1, 5), D(2010, 1, 10)), (D(2010, 1, 20), D(2010, 1, 25))
+            (D(2010, 1, 5), D(2010, 1, 10)),
+            (D(2010, 1, 20), D(2010, 1, 25)),
         ]
         assert intersect_ranges(a, []) == []
 
     def test_cursor_is_a_small_json_dict(self) -> None:
         cursor = CompletionCursor(
-            dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC), "AAPL:x",
+            dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC),
+            "AAPL:x",
             ((D(2010, 1, 1), D(2010, 2, 1)),),
         )
         text = cursor.to_json()
@@ -45,9 +48,19 @@ class TestPure:
         assert CompletionCursor.from_json(None) == CompletionCursor()
 
 
-def _partitions(result: dg.SensorResult, asset: str) -> list[str]:
+@dataclass
+class Tick:
+    """What one evaluation reported: the materialisations it stored and its cursor."""
+
+    asset_events: list[dg.AssetMaterialization]
+    cursor: str | None
+    skip_reason: object
+
+
+def _partitions(result: Tick, asset: str) -> list[str]:
     return [
-        e.partition for e in result.asset_events
+        e.partition
+        for e in result.asset_events
         if isinstance(e, dg.AssetMaterialization) and e.asset_key == dg.AssetKey(asset)
     ]
 
@@ -59,21 +72,42 @@ class TestScenarios:
         """The sample universe with tasks for two weeks of March 2010, one task per week."""
         sync_universe(clean_db, load_universe("sample"))
         enqueue_tasks(
-            clean_db, SAMPLE, D(2010, 3, 1), D(2010, 3, 12), requested_by="backfill",
+            clean_db,
+            SAMPLE,
+            D(2010, 3, 1),
+            D(2010, 3, 12),
+            requested_by="backfill",
             max_sessions=5,
         )
         return clean_db
 
     @pytest.fixture
-    def evaluate(self) -> Callable[..., dg.SensorResult]:
+    def evaluate(self) -> Callable[..., Tick]:
+        """One sensor evaluation, with the materialisations it wrote to the instance."""
         instance = dg.DagsterInstance.ephemeral()
+        seen = 0
 
-        def run(cursor: str | None, **options: object) -> dg.SensorResult:
+        def run(cursor: str | None, **options: object) -> Tick:
+            nonlocal seen
             sensor = build_completion_sensor(**options)
             with dg.build_sensor_context(
                 cursor=cursor, instance=instance, resources={"postgres": PostgresResource()}
             ) as context:
-                return sensor(context)
+                result = sensor(context)
+            assert not result.asset_events  # written in batches by the sensor itself
+            records = sorted(
+                (
+                    record
+                    for key in ("stock_prices", "stock_indicators")
+                    for record in instance.fetch_materializations(
+                        dg.AssetKey(key), limit=10_000, ascending=True
+                    ).records
+                ),
+                key=lambda record: record.storage_id,
+            )
+            events = [r.asset_materialization for r in records[seen:]]
+            seen = len(records)
+            return Tick(events, result.cursor, result.skip_reason)
 
         return run
 
@@ -179,6 +213,24 @@ class TestScenarios:
         assert [len(t) for t in ticks] == [3, 3, 3, 1, 0, 0]
         assert [d for tick in ticks for d in tick] == WEEK1 + WEEK2  # each day once, in order
         assert len(cursor) < 300
+
+    def test_writing_stops_at_the_time_budget_and_resumes(
+        self,
+        tasks_db: psycopg2.extensions.connection,
+        evaluate: Callable,
+        finish_tasks: Callable[..., int],
+    ) -> None:
+        """With no time left after the first batch (two days here), a tick writes one batch
+        and the cursor keeps the rest for the next ticks: each day once, in order."""
+        finish_tasks(tasks_db)
+        ticks: list[list[str]] = []
+        cursor = None
+        for _ in range(7):
+            result = evaluate(cursor, write_budget=0, event_batch=4)
+            cursor = result.cursor
+            ticks.append(_partitions(result, "stock_prices"))
+        assert [len(t) for t in ticks] == [2, 2, 2, 2, 2, 0, 0]
+        assert [d for tick in ticks for d in tick] == WEEK1 + WEEK2
 
     def test_tasks_read_per_tick_are_capped(
         self,

@@ -12,11 +12,13 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from finpipe_dagster.assets import stock_tasks
+from finpipe_dagster.constants import MANAGER_POOL
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.jobs import stock_tasks_job
 from finpipe_dagster.partitions import build_trading_day_partitions, trading_day_partitions
 from finpipe_dagster.schedules import build_stock_tasks_schedule
-from workers.calendar import trading_days
+from workers.calendar import CalendarRangeError, calendar_range, trading_days
 from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,14 +52,19 @@ class TestDefinitions:
     def test_checks_and_sensors_are_registered(self) -> None:
         repo = defs.get_repository_def()
         assert {s.name for s in repo.sensor_defs} == {
-            "stock_completion_sensor", "stuck_tasks_sensor",
+            "stock_completion_sensor",
+            "stuck_tasks_sensor",
         }
         assert {s.name for s in repo.schedule_defs} == {
-            "stock_tasks_after_close", "market_data_checks_daily",
+            "stock_tasks_after_close",
+            "market_data_checks_daily",
         }
         check_names = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
         assert check_names == {
-            "no_calendar_gaps", "rsi_in_range", "no_nan_after_warmup", "no_duplicate_rows",
+            "no_calendar_gaps",
+            "rsi_in_range",
+            "no_nan_after_warmup",
+            "no_duplicate_rows",
             "symbols_healthy",
         }
 
@@ -73,8 +80,13 @@ class TestDefinitions:
         env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
         dagster = Path(sys.executable).with_name("dagster")
         proc = subprocess.run(
-            [str(dagster), *args], cwd=REPO, env=env, capture_output=True, text=True,
-            timeout=120, check=False,
+            [str(dagster), *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "finpipe" in proc.stdout + proc.stderr
@@ -89,7 +101,6 @@ def keys_through_2013() -> list[str]:
 
 
 class TestPartitions:
-
     def test_keys_are_exactly_the_sessions(self, keys_through_2013: list[str]) -> None:
         sessions = trading_days(dt.date(2000, 1, 3), dt.date(2013, 12, 31))
         assert keys_through_2013 == [d.isoformat() for d in sessions]
@@ -99,12 +110,17 @@ class TestPartitions:
         "day",
         [
             "2000-01-17",  # Martin Luther King Jr. Day
-            "2001-09-11", "2001-09-14",  # closed after the attacks
+            "2001-09-11",
+            "2001-09-14",  # closed after the attacks
             "2004-06-11",  # Reagan's funeral
             "2007-01-02",  # Ford's funeral
-            "2012-10-29", "2012-10-30",  # Hurricane Sandy
-            "2012-12-25", "2013-07-04", "2013-11-28",
-            "2010-03-06", "2010-03-07",  # a weekend
+            "2012-10-29",
+            "2012-10-30",  # Hurricane Sandy
+            "2012-12-25",
+            "2013-07-04",
+            "2013-11-28",
+            "2010-03-06",
+            "2010-03-07",  # a weekend
         ],
     )
     def test_holidays_and_weekends_are_not_partitions(
@@ -129,14 +145,49 @@ class TestPartitions:
         partitions = build_trading_day_partitions()
         keys = partitions.get_partition_keys(current_time=dt.datetime(2012, 6, 1, tzinfo=NY))
         assert keys[0] == "2012-05-18"
-        assert keys[-1] == "2012-06-01"  # the running session exists during its day
         with pytest.raises(ValueError, match="not an ISO date"):
             build_trading_day_partitions("May 2012")
 
-    def test_range_time_window(self) -> None:
-        window = trading_day_partitions.time_window_for_partition_key("2010-03-05")
-        assert window.start.date() == dt.date(2010, 3, 5)
-        assert window.end.date() == dt.date(2010, 3, 6)
+    @pytest.mark.parametrize(
+        ("when", "last"),
+        [
+            ("2012-06-01 15:59", "2012-05-31"),  # Friday, still trading: not a partition yet
+            ("2012-06-01 16:00", "2012-06-01"),  # its close: the partition appears
+            ("2012-06-02 12:00", "2012-06-01"),  # Saturday: Monday is not a partition yet
+            ("2012-06-04 10:00", "2012-06-01"),  # Monday morning
+            ("2012-06-04 18:30", "2012-06-04"),  # the after-close schedule's time
+        ],
+    )
+    def test_a_session_is_a_partition_from_its_close(self, when: str, last: str) -> None:
+        at = dt.datetime.fromisoformat(when).replace(tzinfo=NY)
+        assert trading_day_partitions.get_partition_keys(current_time=at)[-1] == last
+
+    def test_history_back_to_1962(self) -> None:
+        partitions = build_trading_day_partitions("1962-01-02")
+        keys = partitions.get_partition_keys(current_time=dt.datetime(1963, 1, 1, tzinfo=NY))
+        assert keys[0] == "1962-01-02"
+        assert keys == [
+            d.isoformat() for d in trading_days(dt.date(1962, 1, 2), dt.date(1962, 12, 31))
+        ]
+
+    def test_a_start_the_calendar_cannot_serve_fails_clearly(self) -> None:
+        with pytest.raises(CalendarRangeError, match=r"1961-12-29 is outside the trading calendar"):
+            build_trading_day_partitions("1961-12-29")
+
+    def test_identity_depends_on_settings_only(self) -> None:
+        """A fixed end and the holidays up to it: nothing in the definition moves with today."""
+        first, last = calendar_range()
+        again = build_trading_day_partitions("2000-01-03")
+        assert again.get_serializable_unique_identifier() == (
+            trading_day_partitions.get_serializable_unique_identifier()
+        )
+        assert trading_day_partitions.end.date() == last + dt.timedelta(days=1)
+        excluded = [
+            dt.datetime.fromtimestamp(e.timestamp, NY).date()
+            for e in trading_day_partitions.exclusions
+        ]
+        assert max(excluded) <= last and dt.date(2035, 12, 25) in excluded
+        assert first == dt.date(1962, 1, 2)
 
 
 class TestSchedule:
@@ -160,9 +211,7 @@ class TestSchedule:
             ("2024-12-31 18:30", "2024-12-31"),
         ],
     )
-    def test_tick_requests_the_session_that_closed(
-        self, when: str, expected: str | None
-    ) -> None:
+    def test_tick_requests_the_session_that_closed(self, when: str, expected: str | None) -> None:
         at = dt.datetime.fromisoformat(when).replace(tzinfo=NY)
         context = dg.build_schedule_context(scheduled_execution_time=at)
         result = self.schedule(context)
@@ -179,6 +228,15 @@ class TestSchedule:
         job = defs.resolve_job_def("stock_tasks_job")
         assert job.partitions_def == trading_day_partitions
         assert job.tags.get("finpipe/manager") == "stock_tasks"
+
+    def test_every_manager_run_is_in_the_pool(self) -> None:
+        """The pool is on the asset, so the implicit job of a UI materialisation or backfill
+        and a CLI run use it as the scheduled job does."""
+        assert stock_tasks.op.pool == MANAGER_POOL
+        for name in ("stock_tasks_job", "__ASSET_JOB"):
+            job = defs.resolve_job_def(name)
+            pools = {node.definition.pool for node in job.nodes_in_topological_order}
+            assert MANAGER_POOL in pools
 
 
 @pytest.mark.integration
@@ -198,8 +256,10 @@ def test_local_instance_stores_in_postgres(
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        queue = instance.get_concurrency_config().run_queue_config
+        concurrency = instance.get_concurrency_config()
+        queue = concurrency.run_queue_config
         assert queue.tag_concurrency_limits == [{"key": "finpipe/manager", "limit": 1}]
+        assert concurrency.pool_config.default_pool_limit == 1
         assert instance.get_runs(limit=1) is not None  # the database answers
         assert not instance.telemetry_enabled
     finally:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,10 +18,12 @@ import psycopg2.extensions
 import pytest
 
 from finpipe_dagster.assets import stock_tasks
+from finpipe_dagster.constants import MANAGER_POOL
 from finpipe_dagster.resources import ManagerResource, default_resources
 from finpipe_dagster.sensors import build_stuck_tasks_sensor
 from workers import outbox
 from workers.contracts import FetchTask
+from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +33,11 @@ ReadTopic = Callable[[str], list[FetchTask]]
 
 
 def _materialize(
-    partition: str | tuple[str, str], *, force: bool = False, **manager: object
+    partition: str | tuple[str, str],
+    *,
+    force: bool = False,
+    instance: dg.DagsterInstance | None = None,
+    **manager: object,
 ) -> dg.ExecuteInProcessResult:
     resources = default_resources()
     if manager:
@@ -47,15 +57,20 @@ def _materialize(
         tags=tags,
         resources=resources,
         run_config={"ops": {"stock_tasks": {"config": {"force": force}}}},
+        instance=instance,
     )
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    """The run's metadata (a range run records the same metadata on each partition)."""
+    """The run's metadata: a range run records its totals on each partition and the rest on
+    the range's last partition only (lean events are what keep a 9,216-day run fast)."""
     events = result.asset_materializations_for_node("stock_tasks")
     keys = [e.partition for e in events]
     assert len(set(keys)) == len(keys)
-    meta = {k: v.value for k, v in events[0].metadata.items()}
+    assert keys == sorted(keys)
+    for event in events[:-1]:
+        assert set(event.metadata) == {"tasks_emitted", "symbols"}
+    meta = {k: v.value for k, v in events[-1].metadata.items()}
     meta["partitions"] = keys
     return meta
 
@@ -94,14 +109,25 @@ def test_partition_range_is_one_run_split_into_bounded_tasks(
     meta = _metadata(result)
     assert (meta["start_date"], meta["end_date"]) == ("2010-03-01", "2010-03-12")
     assert meta["partitions"] == [
-        "2010-03-01", "2010-03-02", "2010-03-03", "2010-03-04", "2010-03-05",
-        "2010-03-08", "2010-03-09", "2010-03-10", "2010-03-11", "2010-03-12",
+        "2010-03-01",
+        "2010-03-02",
+        "2010-03-03",
+        "2010-03-04",
+        "2010-03-05",
+        "2010-03-08",
+        "2010-03-09",
+        "2010-03-10",
+        "2010-03-11",
+        "2010-03-12",
     ]
     expected = {
         (s, a, b)
         for s in symbols
-        for a, b in [(D(2010, 3, 1), D(2010, 3, 4)), (D(2010, 3, 5), D(2010, 3, 10)),
-                     (D(2010, 3, 11), D(2010, 3, 12))]
+        for a, b in [
+            (D(2010, 3, 1), D(2010, 3, 4)),
+            (D(2010, 3, 5), D(2010, 3, 10)),
+            (D(2010, 3, 11), D(2010, 3, 12)),
+        ]
     }
     assert _spans(read_topic(topic)) == expected and meta["tasks_emitted"] == 15
     # An older backfill overlapping the stored range emits exactly the older days.
@@ -136,7 +162,9 @@ def test_crash_leaves_pending_tasks_published_once_later(
 
     monkeypatch.setattr(outbox, "publish_pending", dying_publish)
     crashed = dg.materialize(
-        [stock_tasks], partition_key="2010-03-03", resources=default_resources(),
+        [stock_tasks],
+        partition_key="2010-03-03",
+        resources=default_resources(),
         raise_on_error=False,
     )
     assert not crashed.success
@@ -174,7 +202,9 @@ def test_stuck_sensor_publishes_what_a_crash_left(
         outbox, "publish_pending", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed"))
     )
     assert not dg.materialize(
-        [stock_tasks], partition_key="2010-03-03", resources=default_resources(),
+        [stock_tasks],
+        partition_key="2010-03-03",
+        resources=default_resources(),
         raise_on_error=False,
     ).success
     with db, db.cursor() as cur:
@@ -194,47 +224,120 @@ def test_stuck_sensor_publishes_what_a_crash_left(
     assert len(read_topic(topic)) == 5
 
 
-class TestCli:
-    """`dagster asset materialize` in a subprocess, as an operator would run it."""
+# The two CLIs the README shows: `dagster asset materialize` and its successor `dg launch`
+# (dagster-dg-cli; dg.toml at the repo root makes the repo a dg project).
+CLIS = {
+    "dagster asset materialize": [
+        "dagster", "asset", "materialize", "-m", "finpipe_dagster.definitions",
+        "--select", "stock_tasks",
+    ],
+    "dg launch": ["dg", "launch", "--assets", "stock_tasks"],
+}  # fmt: skip
 
-    def _cli(self, tmp_path: Path, topic: str, *args: str) -> subprocess.CompletedProcess:
+
+@pytest.mark.parametrize("cli", list(CLIS))
+class TestCli:
+    """Each CLI in a subprocess, as an operator would run it."""
+
+    def _cli(self, cli: str, tmp_path: Path, topic: str, *args: str) -> subprocess.CompletedProcess:
         env = {
             **os.environ,
             "DAGSTER_HOME": str(tmp_path),
             "FINPIPE_UNIVERSE": "sample",
             "FINPIPE_TASKS_TOPIC": topic,
         }
-        dagster = Path(sys.executable).with_name("dagster")
+        program, *rest = CLIS[cli]
         proc = subprocess.run(
-            [str(dagster), "asset", "materialize", "-m", "finpipe_dagster.definitions",
-             "--select", "stock_tasks", *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+            [str(Path(sys.executable).with_name(program)), *rest, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
     def test_partition_then_range(
         self,
+        cli: str,
         clean_db: psycopg2.extensions.connection,
         tasks_topic: str,
         read_topic: ReadTopic,
         tmp_path: Path,
     ) -> None:
         symbols = {"AAPL", "FB", "GOOG", "IBM", "MSFT"}
-        self._cli(tmp_path, tasks_topic, "--partition", "2011-06-15")
+        self._cli(cli, tmp_path, tasks_topic, "--partition", "2011-06-15")
         tasks = read_topic(tasks_topic)
         assert _spans(tasks) == {(s, D(2011, 6, 15), D(2011, 6, 15)) for s in symbols}
-        self._cli(tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
+        self._cli(cli, tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
         tasks = read_topic(tasks_topic)
         assert len(tasks) == 15
         assert _spans(tasks) == {
             (s, a, b)
             for s in symbols
-            for a, b in [(D(2011, 6, 15), D(2011, 6, 15)), (D(2011, 6, 13), D(2011, 6, 14)),
-                         (D(2011, 6, 16), D(2011, 6, 17))]
+            for a, b in [
+                (D(2011, 6, 15), D(2011, 6, 15)),
+                (D(2011, 6, 13), D(2011, 6, 14)),
+                (D(2011, 6, 16), D(2011, 6, 17)),
+            ]
         }
-        self._cli(tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
+        self._cli(cli, tmp_path, tasks_topic, "--partition-range", "2011-06-13...2011-06-17")
         assert len(read_topic(tasks_topic)) == 15
         with clean_db, clean_db.cursor() as cur:
             cur.execute("SELECT count(DISTINCT requested_by), count(*) FROM tasks")
             assert cur.fetchone() == (2, 15)
+
+
+def test_a_run_waits_for_the_manager_pool(
+    manager_env: tuple, local_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run outside the queue (CLI, in process) still waits for the pool's one slot."""
+    for name, value in {
+        "FINPIPE_PG_HOST": local_stack.pg_host,
+        "FINPIPE_PG_PORT": str(local_stack.pg_port),
+        "FINPIPE_PG_USER": local_stack.pg_user,
+        "FINPIPE_PG_DAGSTER_DATABASE": local_stack.pg_dagster_database,
+    }.items():
+        monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.from_config(str(REPO / "dagster_home"))
+    storage = instance.event_log_storage
+    holder = f"other-manager-run-{uuid.uuid4().hex[:8]}"
+    try:
+        storage.set_concurrency_slots(MANAGER_POOL, 1)
+        assert storage.claim_concurrency_slot(MANAGER_POOL, holder, "stock_tasks").is_claimed
+        outcome: dict[str, object] = {}
+        started = time.monotonic()
+
+        def run() -> None:
+            outcome["result"] = _materialize("2010-03-03", instance=instance)
+            outcome["seconds"] = time.monotonic() - started
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(8)
+        assert thread.is_alive() and "result" not in outcome  # waiting for the slot
+        storage.free_concurrency_slot_for_step(holder, "stock_tasks")
+        thread.join(180)
+        assert outcome["result"].success and outcome["seconds"] >= 8
+    finally:
+        storage.free_concurrency_slots_for_run(holder)
+        instance.dispose()
+
+
+def test_a_range_reaching_an_open_session_materialises_only_closed_ones(
+    manager_env: tuple, read_topic: ReadTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day after a holiday its partition exists before the close (the window of the
+    session before it ended on the holiday): a range run reaching it requests and marks only
+    the sessions that have closed. The clock is moved to 2010-03-04 13:00 New York."""
+    module = importlib.import_module("finpipe_dagster.assets.stock_tasks")
+    monkeypatch.setattr(module, "last_completed_session", lambda _now: D(2010, 3, 3))
+    _db, _symbols, topic = manager_env
+    result = _materialize(("2010-03-01", "2010-03-05"))
+    assert result.success
+    meta = _metadata(result)
+    assert meta["partitions"] == ["2010-03-01", "2010-03-02", "2010-03-03"]
+    assert meta["requested_through"] == "2010-03-03" and meta["end_date"] == "2010-03-05"
+    assert max(t.end for t in read_topic(topic)) == D(2010, 3, 3)
