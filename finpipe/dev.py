@@ -28,6 +28,7 @@ from finpipe import stack
 from finpipe.cli import StackDownError, app, console, start_workers, worker_names
 from finpipe.stack import paths
 from finpipe.stack.processes import ManagedProcess, port_open, wait_until
+from finpipe_dagster.constants import DAGSTER_EVENT_ENV
 from workers.settings import Settings, get_settings
 
 DAGSTER_DEV = "dagster-dev"
@@ -87,6 +88,8 @@ def dagster_env(
     env.update(settings_env(settings))
     env["DAGSTER_HOME"] = str(Path(dagster_home).resolve())
     env["PYTHONUNBUFFERED"] = "1"
+    # The daemon and webserver launch UI backfills: batch their events as the runs do.
+    env.update(DAGSTER_EVENT_ENV)
     return env
 
 
