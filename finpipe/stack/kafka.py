@@ -163,8 +163,10 @@ class KafkaNode:
             return False
         subprocess.run(
             self._java(
+                # "--cluster-id=ID": an id may start with "-" (URL-safe base64), which the
+                # tool's argument parser would take for an option after a separate "-t".
                 settings, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                "-t", cluster_id, "-c", str(self.home / "server.properties"),
+                f"--cluster-id={cluster_id}", "-c", str(self.home / "server.properties"),
             ),
             check=True,
             capture_output=True,
@@ -478,7 +480,8 @@ class SaslKafkaNode(KafkaNode):
             scram += ["--add-scram",
                       f"{SASL_MECHANISM}=[name={name},password={password}]"]
         result = subprocess.run(
-            self._java(settings, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            self._java(settings, "kafka.tools.StorageTool", "format",
+                       f"--cluster-id={cluster_id}",  # an id may start with "-"
                        "-c", str(self.home / "server.properties"), *scram),
             capture_output=True, text=True,
         )
