@@ -6,7 +6,8 @@ processors. One worker is SIGKILLed every few seconds and replaced at once under
 ``KILLS_PER_KIND`` of each, each kill hitting a worker that owns partitions and the next kill of
 a kind waiting until the previous one's partitions flow again (so each recovery is measured,
 not cut short by the next kill); the processor count goes 2 -> 3 -> 1 -> 2 meanwhile
-(scale-down by SIGTERM, as KEDA does). Afterwards every symbol must equal a fresh computation
+(scale-down: one pod lost with its node, SIGKILL and never back; one stopped by SIGTERM, as
+KEDA does). Afterwards every symbol must equal a fresh computation
 (prices, all indicators against TA-Lib, every task done once with its own bar count).
 
 Liveness is measured per kill: for each partition the victim owned that had work waiting, the
@@ -85,7 +86,7 @@ class Disruption:
     kind: str  # agent | processor
     slot: str
     t: float
-    graceful: bool  # SIGTERM (scale-down) rather than SIGKILL + replacement
+    how: str  # "restart": SIGKILL + replacement; "sigterm": scale-down; "lost": SIGKILL only
     pending: dict[int, int] = field(default_factory=dict)  # partition -> offset at the kill
     stalls: dict[int, float | None] = field(default_factory=dict)
 
@@ -195,17 +196,17 @@ class Chaos:
                 pending[p] = committed
         return pending
 
-    def disrupt(self, slot: str, graceful: bool) -> None:
+    def disrupt(self, slot: str, how: str) -> None:
         worker = self.live.pop(slot)
         partitions = owned_partitions(worker.log.read_text(errors="replace"))
         t = time.monotonic()
-        if graceful:
+        if how == "sigterm":
             worker.stop()
         else:
             worker.kill(signal.SIGKILL)
         pending = self._pending(worker.kind, partitions, t)
-        self.disruptions.append(Disruption(worker.kind, slot, t, graceful, pending))
-        if not graceful:  # the pod restarts under its own name
+        self.disruptions.append(Disruption(worker.kind, slot, t, how, pending))
+        if how == "restart":  # the pod restarts under its own name
             index = int(slot.rsplit("-", 1)[1])
             self.start(worker.kind, index)
 
@@ -218,8 +219,10 @@ class Chaos:
 
     def rescale_processors(self, count: int) -> None:
         slots = sorted(s for s in self.live if s.startswith("processor-"))
-        for slot in slots[count:]:
-            self.disrupt(slot, graceful=True)
+        # Scale-down: the first pod removed is lost with its node (SIGKILL, never back), the
+        # others stop gracefully (SIGTERM), as KEDA's scale-down does.
+        for i, slot in enumerate(slots[count:]):
+            self.disrupt(slot, "lost" if i == 0 else "sigterm")
         for index in range(count):
             if f"processor-{index}" not in self.live:
                 self.start("processor", index)
@@ -276,7 +279,7 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
             working = sorted(slot for slot, w in chaos.live.items() if slot.startswith(kind)
                              and owned_partitions(w.log.read_text(errors="replace")))
             if working:
-                chaos.disrupt(chaos.rng.choice(working), graceful=False)
+                chaos.disrupt(chaos.rng.choice(working), "restart")
                 kills[kind] += 1
         chaos.rescale_processors(2)
         kills_done_s = time.monotonic() - t0
@@ -291,8 +294,9 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
     messages, repeats = duplicate_deliveries(pipe.settings)
     dead = dlq_counts(pipe.settings)
     logs = pipe.workers
-    restarts = [d for d in chaos.disruptions if not d.graceful]
-    graceful = [d for d in chaos.disruptions if d.graceful]
+    restarts = [d for d in chaos.disruptions if d.how == "restart"]
+    graceful = [d for d in chaos.disruptions if d.how == "sigterm"]
+    lost = [d.resumed for d in chaos.disruptions if d.how == "lost" and d.resumed is not None]
     in_flight = {k: sum(1 for d in restarts if d.kind == k and d.pending)
                  for k in ("agent", "processor")}
     # Per kill: until the victim's partitions flow again (the first commit on any of them),
@@ -327,6 +331,8 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
                        goal=f"p95<={RESTART_P95_GOAL_S:.0f}s:{'met' if met else 'missed'}")
     record_figures(f"chaos[{MODE}] processor SIGTERM->flowing again",
                    per_stop=_summary(handovers))
+    record_figures(f"chaos[{MODE}] processor lost for good (SIGKILL, no replacement)->flowing "
+                   "again", per_loss=_summary(lost))
 
     assert exact.lost == 0 and exact.doubled == 0
     assert sum(dead.values()) == 0
