@@ -15,10 +15,13 @@ import numpy as np
 from workers.indicators import _kernels
 
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+PRICE_MIN: float = _kernels.PRICE_MIN
+PRICE_MAX: float = _kernels.PRICE_MAX
+VOLUME_MAX: float = _kernels.VOLUME_MAX
 
 
 class InvalidBarsError(ValueError):
-    """Bars that no indicator can be computed from (NaN, inf, non-positive price, ...).
+    """Bars that no indicator can be computed from (NaN, inf, non-positive or extreme price...).
 
     A ``ValueError`` so callers that treat bad input generically still catch it; the message
     names the field and the index so a bad row can be found in the source data.
@@ -35,6 +38,20 @@ def _as_float_array(name: str, values: object) -> np.ndarray:
     return arr
 
 
+def _rule(name: str, value: float) -> str:
+    """The rule ``value`` breaks, worded for the error message."""
+    if name == "volume":
+        if np.isfinite(value) and value >= 0.0:
+            return f"<= {_kernels.VOLUME_MAX:g} (larger volumes overflow the indicators' sums)"
+        return "finite and >= 0"
+    if np.isfinite(value) and value > 0.0:
+        return (
+            f"within [{_kernels.PRICE_MIN:g}, {_kernels.PRICE_MAX:g}] (beyond, the indicators' "
+            "sums of squares and ratios overflow float64)"
+        )
+    return "finite and > 0"
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Bars:
     """OHLCV columns as equal-length float64 arrays (split-adjusted prices, ascending in time).
@@ -43,8 +60,10 @@ class Bars:
     validates every value, so the compute functions can trust any ``Bars`` they receive:
 
     - open, high, low, close must be finite and > 0 (a zero or negative price is a data error,
-      and a NaN would silently poison every recursive indicator after it);
-    - volume must be finite and >= 0 (zero-volume days exist);
+      and a NaN would silently poison every recursive indicator after it), and within
+      [PRICE_MIN, PRICE_MAX] = [1e-100, 1e100]: beyond, sums of squares and ratios inside the
+      indicators (TA-Lib's as well as ours) overflow float64;
+    - volume must be finite, >= 0 (zero-volume days exist) and <= VOLUME_MAX = 1e100;
     - all five arrays must have the same length.
 
     OHLC consistency (low <= open, close <= high) is not enforced: real feeds occasionally
@@ -68,8 +87,9 @@ class Bars:
         if field >= 0:
             name = FIELDS[field]
             value = float(arrays[field][index])
-            rule = "finite and >= 0" if name == "volume" else "finite and > 0"
-            raise InvalidBarsError(f"{name}[{index}] = {value!r}: {name} must be {rule}")
+            raise InvalidBarsError(
+                f"{name}[{index}] = {value!r}: {name} must be {_rule(name, value)}"
+            )
 
     def __len__(self) -> int:
         return int(self.close.shape[0])
