@@ -77,19 +77,30 @@ class Bars:
     volume: np.ndarray
 
     def __post_init__(self) -> None:
-        arrays = [_as_float_array(name, getattr(self, name)) for name in FIELDS]
-        for name, arr in zip(FIELDS, arrays, strict=True):
-            object.__setattr__(self, name, arr)
-        lengths = {name: arr.shape[0] for name, arr in zip(FIELDS, arrays, strict=True)}
-        if len(set(lengths.values())) != 1:
+        # Written out per field: this runs for every message (a one-bar update included), and
+        # loops over FIELDS with getattr/zip cost more than the checks themselves.
+        o = _as_float_array("open", self.open)
+        h = _as_float_array("high", self.high)
+        lo = _as_float_array("low", self.low)
+        c = _as_float_array("close", self.close)
+        v = _as_float_array("volume", self.volume)
+        n = c.shape[0]
+        if o.shape[0] != n or h.shape[0] != n or lo.shape[0] != n or v.shape[0] != n:
+            lengths = dict(zip(FIELDS, (a.shape[0] for a in (o, h, lo, c, v)), strict=True))
             raise InvalidBarsError(f"bar fields have different lengths: {lengths}")
-        field, index = _kernels.first_invalid(*arrays)
+        field, index = _kernels.first_invalid(o, h, lo, c, v)
         if field >= 0:
             name = FIELDS[field]
-            value = float(arrays[field][index])
+            value = float((o, h, lo, c, v)[field][index])
             raise InvalidBarsError(
                 f"{name}[{index}] = {value!r}: {name} must be {_rule(name, value)}"
             )
+        setattr_ = object.__setattr__
+        setattr_(self, "open", o)
+        setattr_(self, "high", h)
+        setattr_(self, "low", lo)
+        setattr_(self, "close", c)
+        setattr_(self, "volume", v)
 
     def __len__(self) -> int:
         return int(self.close.shape[0])
