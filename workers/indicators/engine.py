@@ -32,6 +32,7 @@ state is returned.
 from __future__ import annotations
 
 import hashlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,8 @@ _STATE_SLICES: tuple[tuple[str, int, int], ...] = tuple(
 )
 _STATE_FLOATS = sum(ind.state_size for ind in INDICATORS)
 _STATE_BYTES = 8 * _STATE_FLOATS
-_LE_F8 = np.dtype("<f8")
+_LE_F8 = np.dtype("<f8")  # the stored byte order, whatever the machine's
+_NATIVE_LE = sys.byteorder == "little"
 _N_COLUMNS = len(INDICATOR_COLUMNS)
 
 
@@ -192,7 +194,7 @@ def compute_incremental(
         "version": STATE_VERSION,
         "spec": _SPEC,
         "bars": n0 + m,
-        "values": flat.astype(_LE_F8, copy=False).tobytes(),
+        "values": flat.tobytes() if _NATIVE_LE else flat.astype(_LE_F8).tobytes(),
     }
     return dict(zip(INDICATOR_COLUMNS, out)), new_state  # noqa: B905 (18 rows by construction)
 
