@@ -36,6 +36,7 @@ import argparse
 import datetime as dt
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -523,28 +524,7 @@ def daily_update(
     wait_done(settings, send_tasks(settings, [(s, days[0], days[59]) for s in daily]), 3600)
     time.sleep(2)
     meter = CpuMeter(settings, procs)
-    spies = {}
-    if profile is not None:
-        profile.mkdir(parents=True, exist_ok=True)
-        for kind in ("agent", "processor"):
-            spies[kind] = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(procs[kind][0].pid),
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "200",
-                    "--output",
-                    str(profile / f"{kind}.txt"),
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        time.sleep(2)
+    spies = start_profiles(procs, profile, "daily") if profile is not None else {}
     before = meter.sample()
     t0 = time.perf_counter()
     sent = send_tasks(settings, [(s, days[60], days[60]) for s in daily])
@@ -557,10 +537,43 @@ def daily_update(
         f"sent to the last done (sending took {t_sent:.2f} s; target < 5 s)"
     )
     print("  " + CpuMeter.report(before, after, elapsed))
-    for kind, spy in spies.items():
-        spy.send_signal(2)
+    stop_profiles(spies)
+
+
+def start_profiles(
+    procs: dict[str, list[subprocess.Popen]], directory: Path, phase: str
+) -> dict[Path, subprocess.Popen]:
+    """py-spy (raw collapsed stacks, on-CPU samples at 200 Hz) on the first agent and processor."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = {}
+    for kind in ("agent", "processor"):
+        out = directory / f"{phase}-{kind}.txt"
+        spies[out] = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(procs[kind][0].pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    time.sleep(2)
+    return spies
+
+
+def stop_profiles(spies: dict[Path, subprocess.Popen]) -> None:
+    for out, spy in spies.items():
+        spy.send_signal(signal.SIGINT)
         spy.wait(60)
-        summarize_profile(kind, profile / f"{kind}.txt")
+        summarize_profile(out.stem, out)
 
 
 def summarize_profile(kind: str, path: Path, top: int = 16) -> None:
@@ -651,7 +664,7 @@ def main() -> None:
         "--profile",
         type=Path,
         default=None,
-        help="directory for py-spy profiles of the agent and processor during the daily update",
+        help="directory for py-spy profiles of the agent and processor (backfill, daily update)",
     )
     parser.add_argument("--scale", action="store_true", help="1/2 agents x 1/2 processors")
     parser.add_argument("--scale-symbols", type=int, default=200)
@@ -670,7 +683,9 @@ def main() -> None:
         symbols = [f"B{i:04d}" for i in range(args.symbols)]
         settings = scratch.pipeline()
         with workers_running(settings, logs, args.agents, args.processors) as procs:
+            spies = start_profiles(procs, args.profile, "backfill") if args.profile else {}
             bars, elapsed, cpu = backfill(settings, procs, symbols, args.years)
+            stop_profiles(spies)
             cpu_total = float(cpu.split("(sum ")[1].split(",")[0])
             peak = peak_rss(procs)
             e2e = bars / elapsed
@@ -694,9 +709,11 @@ def main() -> None:
                     bars, elapsed, cpu = backfill(
                         s, procs, symbols[: args.scale_symbols], args.years
                     )
+                    peak = peak_rss(procs)
                 print(
                     f"  {agents} agent(s), {processors} processor(s): {bars:,} bars in "
-                    f"{elapsed:.1f} s = {bars / elapsed:,.0f} bars/s; {cpu}"
+                    f"{elapsed:.1f} s = {bars / elapsed:,.0f} bars/s; {cpu}; peak RSS "
+                    + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in peak.items())
                 )
     finally:
         scratch.drop()
