@@ -50,13 +50,11 @@ LOOKBACK: dict[str, int] = {c: ind.lookback for ind in INDICATORS for c in ind.c
 """Column -> index of its first non-NaN value over a history starting at bar 0 (TA-Lib's own
 lookback for the default parameters; TA-Lib's unstable-period settings must stay at 0)."""
 
-_KEYS: tuple[str, ...] = tuple(ind.key for ind in INDICATORS)
 _SPEC: str = hashlib.sha256(
     repr(
         [(i.key, i.kernel.__name__, tuple(map(float, i.params)), i.state_size) for i in INDICATORS]
     ).encode()
 ).hexdigest()[:16]
-_SIZES: dict[str, int] = {ind.key: ind.state_size for ind in INDICATORS}
 
 
 def _build_plan() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,8 +84,7 @@ _STATE_SLICES: tuple[tuple[str, int, int], ...] = tuple(
     (ind.key, int(row[_kernels.PLAN_S0]), int(row[_kernels.PLAN_S1]))
     for ind, row in zip(INDICATORS, _PLAN[0], strict=True)
 )
-_STATE_FLOATS = sum(ind.state_size for ind in INDICATORS)
-_STATE_BYTES = 8 * _STATE_FLOATS
+_STATE_BYTES = 8 * sum(ind.state_size for ind in INDICATORS)
 _LE_F8 = np.dtype("<f8")  # the stored byte order, whatever the machine's
 _NATIVE_LE = sys.byteorder == "little"
 _N_COLUMNS = len(INDICATOR_COLUMNS)
