@@ -5,11 +5,11 @@ processor, the Dagster asset checks and the tests all import the same numbers.
 
 - ``compute_batch(bars)``: TA-Lib over a whole history (the reference).
 - ``compute_incremental(bars, state)``: the same numbers for new bars only, continuing from a
-  small JSON state saved with the symbol (any chunking gives the batch result).
+  small msgpack-able state saved with the symbol (any chunking gives the batch result).
 - ``split_adjust(...)``: put raw bars on the split-adjusted basis the indicators run on.
 """
 
-from workers.indicators.bars import Bars, InvalidBarsError
+from workers.indicators.bars import PRICE_MAX, PRICE_MIN, VOLUME_MAX, Bars, InvalidBarsError
 from workers.indicators.engine import (
     INDICATOR_COLUMNS,
     LOOKBACK,
@@ -18,6 +18,7 @@ from workers.indicators.engine import (
     compute_batch,
     compute_incremental,
     initial_state,
+    state_vectors,
 )
 from workers.indicators.registry import INDICATORS, Indicator
 from workers.indicators.splits import split_adjust, split_factors
@@ -26,7 +27,10 @@ __all__ = [
     "INDICATORS",
     "INDICATOR_COLUMNS",
     "LOOKBACK",
+    "PRICE_MAX",
+    "PRICE_MIN",
     "STATE_VERSION",
+    "VOLUME_MAX",
     "Bars",
     "Indicator",
     "InvalidBarsError",
@@ -36,4 +40,5 @@ __all__ = [
     "initial_state",
     "split_adjust",
     "split_factors",
+    "state_vectors",
 ]

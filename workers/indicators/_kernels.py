@@ -79,19 +79,33 @@ _EPS = 1e-14  # TA-Lib's TA_EPSILON (zero tests of ADX and STOCH)
 _INF = math.inf
 
 
+PRICE_MIN = 1e-100
+PRICE_MAX = 1e100
+VOLUME_MAX = 1e100
+"""Accepted magnitudes. The widest intermediates of the kernels (and of TA-Lib, which does the
+same arithmetic) are the Bollinger sums of squared deviations (20 x price**2, compared after
+x 1e6) and the Stochastic ratio (close - lowest) / range with range >= 1e-14 x highest (up to
+1e16 x 100 x PRICE_MAX / PRICE_MIN). Both stay below float64's 1.8e308 with margins of 1e50
+or more inside these limits; OBV sums volumes, so 1e100 leaves room for any history length."""
+
+
 @_jit
 def first_invalid(o, h, l, c, v):  # noqa: E741
-    """(field, index) of the first bad value, (-1, -1) if all good. Field order: o, h, l, c, v."""
+    """(field, index) of the first bad value, (-1, -1) if all good. Field order: o, h, l, c, v.
+
+    A price must lie in [PRICE_MIN, PRICE_MAX], a volume in [0, VOLUME_MAX]; NaN fails every
+    comparison, so it is caught by the same test.
+    """
     n = c.shape[0]
     for f in range(4):
         a = o if f == 0 else h if f == 1 else l if f == 2 else c
         for i in range(n):
             x = a[i]
-            if not (x > 0.0 and x < _INF):  # NaN fails both comparisons
+            if not (x >= PRICE_MIN and x <= PRICE_MAX):
                 return f, i
     for i in range(n):
         x = v[i]
-        if not (x >= 0.0 and x < _INF):
+        if not (x >= 0.0 and x <= VOLUME_MAX):
             return 4, i
     return -1, -1
 
@@ -570,19 +584,40 @@ KERNELS = (
 
 MAX_PARAMS = 3
 
+PLAN_KIND, PLAN_S0, PLAN_S1, PLAN_R0, PLAN_R1 = range(5)
+"""Columns of the int64 plan array ``run_plan`` reads: kernel id, state slice, output rows."""
+
 
 @_jit
-def run_plan(o, h, l, c, v, n0, kinds, params, s0, s1, r0, r1, flat, out):  # noqa: E741
-    """Run every registry entry over one chunk in a single compiled call.
+def _all_finite(a):  # type: ignore[no-untyped-def]
+    for i in range(a.shape[0]):
+        x = a[i]
+        if not (x > -_INF and x < _INF):
+            return False
+    return True
+
+
+@_jit
+def run_plan(o, h, l, c, v, n0, plan, params, first_valid, flat, out):  # noqa: E741
+    """Run every registry entry over one chunk in a single compiled call, then check it.
 
     One call instead of one per indicator because the fixed cost of entering compiled code
-    (~2 µs each here) would otherwise dominate a 21-bar chunk.
+    (~2 µs each here) would otherwise dominate a one-bar update.
+
+    Returns ``(-1, -1)`` when the resulting state is finite and every output from its column's
+    first valid bar (``first_valid``, TA-Lib's lookback) on is finite; ``(-2, -1)`` when the
+    state passed in is not finite (nothing computed); otherwise ``(j, t)``: plan entry ``j``
+    overflowed, first seen at global bar ``t`` (-1 when only its state shows it). The caller
+    must then discard ``flat`` and ``out``: a state holding NaN/inf can never be resumed.
     """
-    for j in range(kinds.shape[0]):
-        kind = kinds[j]
+    if not _all_finite(flat):
+        return -2, -1
+    k = plan.shape[0]
+    for j in range(k):
+        kind = plan[j, PLAN_KIND]
         p = params[j]
-        st = flat[s0[j] : s1[j]]
-        res = out[r0[j] : r1[j]]
+        st = flat[plan[j, PLAN_S0] : plan[j, PLAN_S1]]
+        res = out[plan[j, PLAN_R0] : plan[j, PLAN_R1]]
         if kind == 0:
             rsi_kernel(o, h, l, c, v, n0, p, st, res)
         elif kind == 1:
@@ -603,3 +638,17 @@ def run_plan(o, h, l, c, v, n0, kinds, params, s0, s1, r0, r1, flat, out):  # no
             adx_kernel(o, h, l, c, v, n0, p, st, res)
         else:
             raise ValueError("unknown kernel id")
+    m = c.shape[0]
+    for j in range(k):
+        for r in range(plan[j, PLAN_R0], plan[j, PLAN_R1]):
+            start = first_valid[r] - n0
+            if start < 0:
+                start = 0
+            row = out[r]
+            for i in range(start, m):
+                x = row[i]
+                if not (x > -_INF and x < _INF):
+                    return j, n0 + i
+        if not _all_finite(flat[plan[j, PLAN_S0] : plan[j, PLAN_S1]]):
+            return j, -1
+    return -1, -1

@@ -33,7 +33,19 @@ from workers.indicators.bars import Bars, InvalidBarsError
 DateLike = dt.date | np.datetime64 | str
 
 
+_UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
 def _as_days(values: Sequence[DateLike] | np.ndarray, what: str) -> np.ndarray:
+    if isinstance(values, list) and values and type(values[0]) is dt.date:
+        # The processor's case (a symbol's stored dates on a history rewrite): numpy converts
+        # a list of dates element by element, ordinals through fromiter are ~5x faster.
+        try:
+            days = np.fromiter((d.toordinal() for d in values), dtype=np.int64, count=len(values))
+        except (AttributeError, TypeError):
+            pass  # mixed types: numpy's own conversion below decides
+        else:
+            return (days - _UNIX_EPOCH_ORDINAL).astype("datetime64[D]")
     try:
         return np.asarray(values, dtype="datetime64[D]")
     except (TypeError, ValueError) as exc:

@@ -1,20 +1,26 @@
-"""Property: any chunking, state JSON round-tripped between chunks, equals TA-Lib in batch."""
+"""Property: any chunking, state msgpack round-tripped between chunks, equals TA-Lib in batch."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from workers.indicators import INDICATOR_COLUMNS, Bars, compute_batch, compute_incremental
+from workers.indicators import (
+    INDICATOR_COLUMNS,
+    Bars,
+    compute_batch,
+    compute_incremental,
+    state_vectors,
+)
 
 PROPERTY_SETTINGS = settings(
     max_examples=120,
@@ -32,15 +38,15 @@ def assert_same(got: np.ndarray, ref: np.ndarray, col: str) -> None:
 
 
 def run_chunked(bars: Bars, sizes: list[int]) -> tuple[dict[str, np.ndarray], dict]:
-    """Feed ``bars`` in chunks of ``sizes`` (the rest in one chunk), JSON between chunks."""
+    """Feed ``bars`` in chunks of ``sizes`` (the rest in one chunk), msgpack between chunks."""
     state = None
     parts: dict[str, list[np.ndarray]] = {col: [] for col in INDICATOR_COLUMNS}
     start = 0
     for size in [*sizes, len(bars)]:
         chunk = bars[start : start + size]
         out, state = compute_incremental(chunk, state)
-        # What the processor does: store as JSON in PostgreSQL, load in another process.
-        state = json.loads(json.dumps(state, allow_nan=False))
+        # What the processor does: store as msgpack in PostgreSQL, load in another process.
+        state = msgspec.msgpack.decode(msgspec.msgpack.encode(state))
         for col in INDICATOR_COLUMNS:
             assert out[col].shape == (len(chunk),)
             parts[col].append(out[col])
@@ -126,16 +132,18 @@ def test_state_size_is_bounded() -> None:
     bars = Bars(close, close * 1.01, close * 0.99, close, np.full(3000, 5.0))
     _, small = compute_incremental(bars[:10], None)
     _, large = compute_incremental(bars, None)
-    assert {k: len(v) for k, v in small["indicators"].items()} == {
-        k: len(v) for k, v in large["indicators"].items()
+    small_vectors, large_vectors = state_vectors(small), state_vectors(large)
+    assert {k: len(v) for k, v in small_vectors.items()} == {
+        k: len(v) for k, v in large_vectors.items()
     }
-    total = sum(len(v) for v in large["indicators"].values())
+    total = sum(len(v) for v in large_vectors.values())
     assert total < 400  # the SMA-200 window dominates
-    assert len(json.dumps(large)) < 12_000
+    assert len(small["values"]) == len(large["values"]) == 8 * total
+    assert len(msgspec.msgpack.encode(large)) < 3_300
 
 
 def test_resume_in_another_process(tmp_path: Path) -> None:
-    """State saved as JSON here, resumed by a fresh interpreter, gives the batch numbers."""
+    """State saved as msgpack here, resumed by a fresh interpreter, gives the batch numbers."""
     rng = np.random.default_rng(4)
     close = 150 * np.exp(np.cumsum(rng.normal(0, 0.02, 400)))
     cols = {
@@ -147,20 +155,21 @@ def test_resume_in_another_process(tmp_path: Path) -> None:
     }
     bars = Bars(**cols)
     _, state = compute_incremental(bars[:250], None)
-    (tmp_path / "state.json").write_text(json.dumps(state))
+    (tmp_path / "state.bin").write_bytes(msgspec.msgpack.encode(state))
     np.savez(tmp_path / "bars.npz", **cols)
     script = textwrap.dedent(
         """
-        import json, sys
+        import sys
         from pathlib import Path
+        import msgspec
         import numpy as np
         from workers.indicators import Bars, compute_incremental
         d = Path(sys.argv[1])
         cols = {k: v[250:] for k, v in np.load(d / "bars.npz").items()}
-        state = json.loads((d / "state.json").read_text())
+        state = msgspec.msgpack.decode((d / "state.bin").read_bytes())
         out, new = compute_incremental(Bars(**cols), state)
         np.savez(d / "out.npz", **out)
-        (d / "new.json").write_text(json.dumps(new))
+        (d / "new.bin").write_bytes(msgspec.msgpack.encode(new))
         """
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=300)
@@ -169,14 +178,14 @@ def test_resume_in_another_process(tmp_path: Path) -> None:
     for col in INDICATOR_COLUMNS:
         assert_same(resumed[col], ref[col][250:], col)
     _, here = compute_incremental(bars[250:], state)
-    assert json.loads((tmp_path / "new.json").read_text()) == json.loads(json.dumps(here))
+    assert msgspec.msgpack.decode((tmp_path / "new.bin").read_bytes()) == here
 
 
 def test_pure_python_fallback_gives_the_same_numbers() -> None:
     """Without the JIT (no numba, or NUMBA_DISABLE_JIT=1) the kernels run as plain Python."""
     script = textwrap.dedent(
         """
-        import json
+        import msgspec
         import numpy as np
         from workers.indicators import INDICATOR_COLUMNS, Bars, compute_batch, compute_incremental
         from workers.indicators import _kernels
@@ -189,7 +198,7 @@ def test_pure_python_fallback_gives_the_same_numbers() -> None:
         state, parts = None, []
         for i in range(0, n, 37):
             out, state = compute_incremental(b[i : i + 37], state)
-            state = json.loads(json.dumps(state))
+            state = msgspec.msgpack.decode(msgspec.msgpack.encode(state))
             parts.append(out)
         for col in INDICATOR_COLUMNS:
             got = np.concatenate([p[col] for p in parts])

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import msgspec
 import numpy as np
 import pytest
 from bokeh_sampledata import stocks
@@ -30,7 +29,7 @@ def test_sample_prices_any_chunking_equals_batch(symbol: str) -> None:
         parts: dict[str, list[np.ndarray]] = {col: [] for col in INDICATOR_COLUMNS}
         for start in range(0, len(bars), size):
             out, state = compute_incremental(bars[start : start + size], state)
-            state = json.loads(json.dumps(state, allow_nan=False))
+            state = msgspec.msgpack.decode(msgspec.msgpack.encode(state))
             for col in INDICATOR_COLUMNS:
                 parts[col].append(out[col])
         for col in INDICATOR_COLUMNS:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import json
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -105,14 +105,15 @@ def _state_after(n: int = 30) -> dict:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda s: s.update(version=0), "version 0"),
+        (lambda s: s.update(version=1), "version 1 is not 2"),
         (lambda s: s.update(spec="0123"), "another indicator set"),
         (lambda s: s.update(bars=-1), "'bars'"),
         (lambda s: s.update(bars=3.0), "'bars'"),
-        (lambda s: s["indicators"].pop("adx_14"), "no entry for 'adx_14'"),
-        (lambda s: s["indicators"]["sma_200"].pop(), "'sma_200' is not a list of 200"),
-        (lambda s: s["indicators"]["rsi_14"].__setitem__(1, "x"), "non-numbers"),
-        (lambda s: s["indicators"]["rsi_14"].__setitem__(1, float("nan")), "NaN or inf"),
+        (lambda s: s.pop("values"), "'values' must be"),
+        (lambda s: s.update(values=s["values"][:-8]), r"'values' must be \d+ bytes"),
+        (lambda s: s.update(values=list(s["values"])), "got list"),
+        (lambda s: s.update(values=_with_float(s["values"], 1, float("nan"))), "NaN or inf"),
+        (lambda s: s.update(values=_with_float(s["values"], 7, float("inf"))), "NaN or inf"),
     ],
 )
 def test_bad_state_is_rejected(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -123,10 +124,25 @@ def test_bad_state_is_rejected(mutate, message: str) -> None:  # type: ignore[no
     assert isinstance(info.value, ValueError)
 
 
-def test_state_is_strict_json_and_not_mutated() -> None:
+def _with_float(values: bytes, index: int, x: float) -> bytes:
+    arr = np.frombuffer(values, dtype="<f8").copy()
+    arr[index] = x
+    return arr.tobytes()
+
+
+def test_version_1_state_is_stale() -> None:
+    """A state of the dict-of-lists format (version 1) is refused: the caller recomputes."""
+    old = {"version": 1, "spec": initial_state()["spec"], "bars": 30, "indicators": {}}
+    with pytest.raises(InvalidStateError, match="version 1 is not 2; recompute from history"):
+        compute_incremental(Bars(**good_columns(3)), old)
+
+
+def test_state_is_msgpack_bytes_and_not_mutated() -> None:
     state = _state_after()
-    before = json.dumps(state, allow_nan=False)
+    before = msgspec.msgpack.encode(state)
     _, new = compute_incremental(Bars(**good_columns(5)), state)
-    assert json.dumps(state, allow_nan=False) == before
+    assert msgspec.msgpack.encode(state) == before
     assert new["bars"] == state["bars"] + 5
-    json.dumps(new, allow_nan=False)
+    assert set(new) == {"version", "spec", "bars", "values"}
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(new)) == new
+    assert np.isfinite(np.frombuffer(new["values"], dtype="<f8")).all()

@@ -111,3 +111,18 @@ def test_real_aapl_splits_make_the_series_continuous() -> None:
     ratio = np.asarray(d["adj_close"])[before] / adj.close[before]
     assert np.ptp(ratio) / ratio.mean() < 1e-3
     assert 0.1 < ratio.mean() <= 1 / 7
+
+
+@pytest.mark.parametrize(
+    "as_given",
+    [
+        lambda ds: [dt.date.fromisoformat(d) for d in ds],  # the processor's fast path
+        lambda ds: [dt.date.fromisoformat(ds[0]), *ds[1:]],  # mixed: numpy's conversion
+        lambda ds: np.array(ds, dtype="datetime64[D]"),
+        lambda ds: list(ds),
+    ],
+)
+def test_date_forms_give_the_same_factors(as_given) -> None:  # type: ignore[no-untyped-def]
+    splits = [("2024-01-04", 2.0), (dt.date(2024, 1, 8), 3.0)]
+    expected = [6.0, 6.0, 3.0, 3.0, 1.0]
+    assert split_factors(as_given(DATES), splits).tolist() == expected
