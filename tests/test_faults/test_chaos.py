@@ -1,9 +1,9 @@
-"""Chaos: a 1M-bar backfill while agents and processors are SIGKILLed, restarted and rescaled.
+"""Chaos: a 1.5M-bar backfill while agents and processors are SIGKILLed, restarted, rescaled.
 
-200 synthetic symbols x 20 years (about 1,006,000 bars, 4,000 tasks) through 2 agents and 2
+300 synthetic symbols x 20 years (about 1,510,000 bars, 6,000 tasks) through 2 agents and 2
 processors. One worker is SIGKILLed every few seconds and replaced at once under the same slot
 (a pod restart: same FINPIPE_WORKER_ID), alternating agents and processors, at least
-``KILLS_PER_KIND`` of each, each kill hitting a worker that owns partitions and the next kill of
+``KILLS_PER_KIND`` of each, each kill hitting a worker whose partitions have work waiting, and the next kill of
 a kind waiting until the previous one's partitions flow again (so each recovery is measured,
 not cut short by the next kill); the processor count goes 2 -> 3 -> 1 -> 2 meanwhile
 (scale-down: one pod lost with its node, SIGKILL and never back; one stopped by SIGTERM, as
@@ -48,8 +48,8 @@ from workers.db import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SYMBOLS = [f"CHS{i:03d}" for i in range(200)]
-FIRST_YEAR, YEARS = 2004, 20  # 200 x 20 yearly tasks: about 1,006,000 bars
+SYMBOLS = [f"CHS{i:03d}" for i in range(300)]
+FIRST_YEAR, YEARS = 2004, 20  # 300 x 20 yearly tasks: about 1,510,000 bars
 KILLS_PER_KIND = 10
 # Seconds between two disruptions: a few batches of work in between.
 GAP_S = (1.5, 3.5)
@@ -59,8 +59,10 @@ MAX_RECOVERY_WAIT_S = 30.0
 SCALE_AT = {4: 3, 10: 1, 16: 2}
 TIMEOUT_S = 600.0
 MODE = os.environ.get("FINPIPE_CHAOS_MODE", "static")
-# Each fetch takes this long (a live source's latency): 4,000 tasks keep 2 agents busy ~80 s.
-FETCH_S = 0.04
+# Each fetch takes this long (a live source's latency): 6,000 tasks keep 2 agents busy ~90 s
+# while they produce about 17,000 bars/s, near what 2 processors store, so both kinds have work
+# in flight throughout the kills.
+FETCH_S = 0.03
 # The goal: a killed worker's partitions flow again within 10 s (p95) when its replacement
 # starts; measured on a quiet machine (docs/reliability.md). The test fails at twice that,
 # which a worker start slowed by other load on this 2-core machine stays under and the 45 s
@@ -196,6 +198,11 @@ class Chaos:
                 pending[p] = committed
         return pending
 
+    def has_work(self, slot: str) -> bool:
+        worker = self.live[slot]
+        partitions = owned_partitions(worker.log.read_text(errors="replace"))
+        return bool(self._pending(worker.kind, partitions, time.monotonic()))
+
     def disrupt(self, slot: str, how: str) -> None:
         worker = self.live.pop(slot)
         partitions = owned_partitions(worker.log.read_text(errors="replace"))
@@ -274,10 +281,10 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
             kind = "agent" if n % 2 == 0 else "processor"
             if not chaos.recovered(kind):
                 continue  # one kill of a kind at a time, so each kill's recovery is seen
-            # Kill a worker at work, as a node drain would: one that owns partitions (a
-            # process still starting has nothing in flight to lose).
-            working = sorted(slot for slot, w in chaos.live.items() if slot.startswith(kind)
-                             and owned_partitions(w.log.read_text(errors="replace")))
+            # Kill a worker at work: one whose partitions have work waiting (a process still
+            # starting, or one whose partitions are drained, has nothing in flight to lose).
+            working = sorted(slot for slot in chaos.live if slot.startswith(kind)
+                             and chaos.has_work(slot))
             if working:
                 chaos.disrupt(chaos.rng.choice(working), "restart")
                 kills[kind] += 1
