@@ -3,12 +3,12 @@
 300 synthetic symbols x 20 years (about 1,510,000 bars, 6,000 tasks) through 2 agents and 2
 processors. One worker is SIGKILLed every few seconds and replaced at once under the same slot
 (a pod restart: same FINPIPE_WORKER_ID), alternating agents and processors, at least
-``KILLS_PER_KIND`` of each, each kill hitting a worker whose partitions have work waiting, and the next kill of
-a kind waiting until the previous one's partitions flow again (so each recovery is measured,
-not cut short by the next kill); the processor count goes 2 -> 3 -> 1 -> 2 meanwhile
-(scale-down: one pod lost with its node, SIGKILL and never back; one stopped by SIGTERM, as
-KEDA does). Afterwards every symbol must equal a fresh computation
-(prices, all indicators against TA-Lib, every task done once with its own bar count).
+``KILLS_PER_KIND`` of each, each kill hitting a worker whose partitions have work waiting,
+and the next kill of a kind waiting until the previous one's partitions flow again (so each
+recovery is measured, not cut short by the next kill); the processor count goes 2 -> 3 -> 1
+-> 2 meanwhile (scale-down: one pod lost with its node, SIGKILL and never back; one stopped by
+SIGTERM, as KEDA does). Afterwards every symbol must equal a fresh computation (prices, all
+indicators against TA-Lib, every task done once with its own bar count).
 
 Liveness is measured per kill: for each partition the victim owned that had work waiting, the
 time from the kill (or SIGTERM) until the next offset committed on that partition by anyone
