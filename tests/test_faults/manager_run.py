@@ -78,7 +78,8 @@ def main() -> int:
         raise_on_error=False,
     )
     events = result.asset_materializations_for_node("stock_tasks") if result.success else []
-    meta = {k: v.value for k, v in events[0].metadata.items()} if events else {}
+    # Totals are on every partition's event, the run's other figures on the last one.
+    meta = {k: v.value for e in events for k, v in e.metadata.items()}
     print(f"manager_run: success={result.success} run_id={result.run_id} "
           f"tasks_emitted={meta.get('tasks_emitted')} "
           f"tasks_published={meta.get('tasks_published')} "
