@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg2
 from confluent_kafka import (
@@ -246,9 +247,21 @@ class Processor:
 
     def _commit(self, batch: list[InputMessage]) -> None:
         started = time.perf_counter()
+        result = self._in_transaction(lambda writer: writer.apply(batch))
+        MESSAGES.labels(WORKER, "ok").inc(
+            len(batch) - len(result.dead_letters) - result.fenced)
+        MESSAGES.labels(WORKER, "fenced").inc(result.fenced)
+        BARS.labels(WORKER).inc(result.bars_stored)
+        logger.debug("batch messages=%d bars=%d dead_letters=%d fenced=%d seconds=%.3f",
+                     len(batch), result.bars_stored, len(result.dead_letters), result.fenced,
+                     time.perf_counter() - started)
+
+    def _in_transaction(self, write: Callable[[BatchWriter], BatchResult]) -> BatchResult:
+        """Run ``write`` in one transaction, put its dead letters on the DLQ topic, commit,
+        then tell Kafka (``_after_commit``). Rolls back on any error."""
         writer = BatchWriter(self.conn, self.group, self.settings.max_message_bytes)
         try:
-            result = writer.apply(batch)
+            result = write(writer)
             for dead in result.dead_letters:
                 m = dead.message
                 self.dlq.produce(
@@ -263,15 +276,9 @@ class Processor:
             if not self.conn.closed:
                 self.conn.rollback()
             raise
-        MESSAGES.labels(WORKER, "ok").inc(
-            len(batch) - len(result.dead_letters) - result.fenced)
         MESSAGES.labels(WORKER, "dead_letter").inc(len(result.dead_letters))
-        MESSAGES.labels(WORKER, "fenced").inc(result.fenced)
-        BARS.labels(WORKER).inc(result.bars_stored)
-        logger.debug("batch messages=%d bars=%d dead_letters=%d fenced=%d seconds=%.3f",
-                     len(batch), result.bars_stored, len(result.dead_letters), result.fenced,
-                     time.perf_counter() - started)
         self._after_commit(result)
+        return result
 
     def _after_commit(self, result: BatchResult) -> None:
         """Tell Kafka what PostgreSQL holds: offsets for lag, and skip what others applied."""
@@ -289,22 +296,7 @@ class Processor:
 
     def _dead_letter_alone(self, message: InputMessage, exc: Exception) -> None:
         """DLQ a message that fails even alone, park its symbol, advance past it."""
-        writer = BatchWriter(self.conn, self.group, self.settings.max_message_bytes)
-        try:
-            result = writer.dead_letter_only(message, exc)
-            if result.dead_letters:
-                self.dlq.produce(self.settings.dlq_topic, key=message.key, value=message.value,
-                                 headers=contracts.dlq_headers(message.topic, message.partition,
-                                                               message.offset, exc))
-                if self.dlq.flush(DLQ_FLUSH_SECONDS) > 0:
-                    raise DeadLetterUnavailableError("dead-letter topic unreachable")
-            self.conn.commit()
-        except BaseException:
-            if not self.conn.closed:
-                self.conn.rollback()
-            raise
-        MESSAGES.labels(WORKER, "dead_letter").inc(len(result.dead_letters))
-        self._after_commit(result)
+        self._in_transaction(lambda writer: writer.dead_letter_only(message, exc))
 
     def _reconnect(self) -> None:
         with contextlib.suppress(psycopg2.Error):
