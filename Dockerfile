@@ -47,6 +47,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # Then finpipe itself, without touching the dependency set.
 COPY scripts/check_image_deps.py scripts/compile_numba_cache.py ./scripts/
 COPY README.md ./
+COPY finpipe_core ./finpipe_core
+COPY finpipe_manager ./finpipe_manager
 COPY workers ./workers
 COPY finpipe ./finpipe
 COPY finpipe_dagster ./finpipe_dagster
@@ -83,7 +85,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/dagster_home
 WORKDIR /home/finpipe
 USER 10001:10001
-# gRPC code server; the workers' health and Prometheus ports (workers.settings).
+# gRPC code server; the workers' health and Prometheus ports (finpipe_core.settings).
 EXPOSE 3030 8080 9100
 # Default role: the Dagster code location. The Dagster chart and the workers chart set their own.
 CMD ["dagster", "api", "grpc", "-m", "finpipe_dagster.definitions", "-h", "0.0.0.0", "-p", "3030"]

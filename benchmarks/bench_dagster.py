@@ -40,10 +40,10 @@ from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
 from finpipe.stack.postgres import PostgresCluster
+from finpipe_core.calendar import last_completed_session, trading_days
+from finpipe_core.db import connect
+from finpipe_core.settings import Settings, get_settings
 from finpipe_dagster.constants import DAGSTER_EVENT_ENV
-from workers.calendar import last_completed_session, trading_days
-from workers.db import connect
-from workers.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_DAY = dt.date(1996, 1, 2)  # the synthetic source's bars start in 1995 (no_data before)

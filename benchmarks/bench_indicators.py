@@ -31,7 +31,7 @@ import msgspec
 import numpy as np
 import talib
 
-from workers.indicators import INDICATOR_COLUMNS, Bars, compute_batch, compute_incremental
+from finpipe_core.indicators import INDICATOR_COLUMNS, Bars, compute_batch, compute_incremental
 
 YEAR = 252
 

@@ -56,13 +56,13 @@ from psycopg2 import sql
 
 from finpipe import stack
 from finpipe.stack.postgres import PostgresCluster
-from workers import contracts
-from workers.calendar import trading_days
-from workers.db import apply_migrations, connect
-from workers.db.bulk import pack_rows
-from workers.indicators import INDICATOR_COLUMNS, Bars, compute_batch, split_adjust
-from workers.kafka import producer_config
-from workers.settings import Settings, get_settings
+from finpipe_core import contracts
+from finpipe_core.calendar import trading_days
+from finpipe_core.db import apply_migrations, connect
+from finpipe_core.db.bulk import pack_rows
+from finpipe_core.indicators import INDICATOR_COLUMNS, Bars, compute_batch, split_adjust
+from finpipe_core.kafka import producer_config
+from finpipe_core.settings import Settings, get_settings
 from workers.sources.synthetic import SyntheticSource
 
 REPO = Path(__file__).resolve().parents[1]

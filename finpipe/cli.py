@@ -17,15 +17,16 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from finpipe import report, stack
+from finpipe import stack
 from finpipe.stack import paths
 from finpipe.stack.processes import ManagedProcess
-from workers import contracts
-from workers.db import connect
-from workers.exceptions import ContractError
-from workers.kafka import consumer_config, producer_config
-from workers.settings import Settings, get_settings
-from workers.universe import UniverseEntry, UniverseError
+from finpipe_core import contracts
+from finpipe_core.db import connect
+from finpipe_core.exceptions import ContractError
+from finpipe_core.kafka import consumer_config, producer_config
+from finpipe_core.settings import Settings, get_settings
+from finpipe_manager import report
+from finpipe_manager.universe import UniverseEntry, UniverseError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -325,7 +326,7 @@ def _universe_file(settings: Settings) -> Path:
 
 
 def _sync(settings: Settings) -> None:
-    from workers.universe import load_universe, sync_universe
+    from finpipe_manager.universe import load_universe, sync_universe
 
     conn = connect(settings)
     try:
@@ -336,7 +337,7 @@ def _sync(settings: Settings) -> None:
 
 def _write_universe(path: Path, entries: list[UniverseEntry]) -> None:
     """Write ``entries`` to ``path`` only if the result parses: a bad name never lands."""
-    from workers.universe import parse_universe
+    from finpipe_manager.universe import parse_universe
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -349,7 +350,7 @@ def _write_universe(path: Path, entries: list[UniverseEntry]) -> None:
 @symbols_app.command("list")
 def symbols_list() -> None:
     """The symbols of the configured universe (FINPIPE_UNIVERSE)."""
-    from workers.universe import load_universe
+    from finpipe_manager.universe import load_universe
 
     settings = get_settings()
     for entry in load_universe(settings.universe):
@@ -359,7 +360,7 @@ def symbols_list() -> None:
 @symbols_app.command("export")
 def symbols_export(path: Path) -> None:
     """Write the configured universe to PATH (then set FINPIPE_UNIVERSE=PATH to edit it)."""
-    from workers.universe import load_universe
+    from finpipe_manager.universe import load_universe
 
     entries = load_universe(get_settings().universe)
     _write_universe(path, entries)
@@ -369,7 +370,7 @@ def symbols_export(path: Path) -> None:
 @symbols_app.command("add")
 def symbols_add(symbol: str, name: str = typer.Option("", help="Company name.")) -> None:
     """Add SYMBOL to the universe file and the database (requested from the next run on)."""
-    from workers.universe import load_universe
+    from finpipe_manager.universe import load_universe
 
     settings = get_settings()
     contracts.validate_symbol(symbol)
@@ -385,7 +386,7 @@ def symbols_add(symbol: str, name: str = typer.Option("", help="Company name."))
 @symbols_app.command("remove")
 def symbols_remove(symbol: str) -> None:
     """Remove SYMBOL from the universe file; its stored data stays, it is no longer requested."""
-    from workers.universe import load_universe
+    from finpipe_manager.universe import load_universe
 
     settings = get_settings()
     contracts.validate_symbol(symbol)

@@ -28,12 +28,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from finpipe import report, stack
+from finpipe import stack
 from finpipe.stack import paths
+from finpipe_core.calendar import trading_days
+from finpipe_core.db import connect
+from finpipe_core.settings import Settings
 from finpipe_dagster.constants import DAGSTER_EVENT_ENV
-from workers.calendar import trading_days
-from workers.db import connect
-from workers.settings import Settings
+from finpipe_manager import report
 
 # The sample's span (bokeh_sampledata: 2000-03-01 .. 2013-03-01), both trading days.
 DEMO_START = dt.date(2000, 3, 1)
@@ -75,8 +76,8 @@ def _count_tasks(settings: Settings) -> int:
 
 def _nothing_to_request(settings: Settings) -> bool:
     """True when every sample symbol is active and all its demo days are covered by tasks."""
-    from workers.outbox import uncovered_tasks
-    from workers.universe import active_symbols, load_universe
+    from finpipe_manager.outbox import uncovered_tasks
+    from finpipe_manager.universe import active_symbols, load_universe
 
     wanted = {e.symbol for e in load_universe(settings.universe)}
     conn = connect(settings)
@@ -257,7 +258,7 @@ def run_demo(settings: Settings, out_dir: Path, console: Console) -> DemoResult:
     done = wait_until_complete(settings, expected, console)
 
     console.print(f"[bold]4/4[/bold] results ({time.monotonic() - started:.0f} s)")
-    from workers.universe import load_universe
+    from finpipe_manager.universe import load_universe
 
     symbols = [e.symbol for e in load_universe("sample")]
     rows = report.symbol_summaries(settings, symbols)

@@ -28,8 +28,8 @@ from finpipe import stack
 from finpipe.cli import StackDownError, app, console, start_workers, worker_names
 from finpipe.stack import paths
 from finpipe.stack.processes import ManagedProcess, port_open, wait_until
+from finpipe_core.settings import Settings, get_settings
 from finpipe_dagster.constants import DAGSTER_EVENT_ENV
-from workers.settings import Settings, get_settings
 
 DAGSTER_DEV = "dagster-dev"
 DEFAULT_HOST = "127.0.0.1"

@@ -17,9 +17,9 @@ import dagster as dg
 import psycopg2.extensions
 from psycopg2 import sql
 
+from finpipe_core.calendar import trading_days
 from finpipe_dagster.assets.market_data import stock_indicators, stock_prices
 from finpipe_dagster.resources import ManagerResource, PostgresResource
-from workers.calendar import trading_days
 
 # Examples listed in a check's metadata.
 EXAMPLES: Final = 10
@@ -191,7 +191,7 @@ def rsi_in_range(postgres: PostgresResource) -> dg.AssetCheckResult:
 def no_nan_after_warmup(postgres: PostgresResource) -> dg.AssetCheckResult:
     """No indicator is NULL or NaN once its warm-up (TA-Lib lookback) has passed."""
     # Imported here: the indicator engine (TA-Lib, numba) is only needed when the check runs.
-    from workers.indicators import LOOKBACK
+    from finpipe_core.indicators import LOOKBACK
 
     with postgres.connection() as conn:
         found = find_nan_after_warmup(conn, dict(LOOKBACK))

@@ -19,7 +19,7 @@ from typing import Final
 
 import dagster as dg
 
-from workers.calendar import (
+from finpipe_core.calendar import (
     EXCHANGE,
     EXCHANGE_TIMEZONE,
     CalendarRangeError,
@@ -27,7 +27,7 @@ from workers.calendar import (
     require_covered,
     trading_days,
 )
-from workers.settings import Settings
+from finpipe_core.settings import Settings
 
 PARTITION_FORMAT: Final = "%Y-%m-%d"
 # Each weekday at the regular close (16:00 New York): a partition's window starts at its close.

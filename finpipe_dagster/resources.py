@@ -1,6 +1,6 @@
 """Dagster resources: finpipe's PostgreSQL database, the Kafka task producer, manager settings.
 
-Each resource reads the shared ``workers.settings.Settings`` (env ``FINPIPE_*``) when it is
+Each resource reads the shared ``finpipe_core.settings.Settings`` (env ``FINPIPE_*``) when it is
 used, and any field set on the resource overrides the matching setting; a deployment can bind
 a field to the environment with ``dg.EnvVar("FINPIPE_...")``. Nothing secret is written here.
 """
@@ -17,9 +17,9 @@ import psycopg2.extensions
 from confluent_kafka import Producer
 from pydantic import Field
 
-from workers.db import connect
-from workers.outbox import FLUSH_TIMEOUT_S, make_producer
-from workers.settings import Settings
+from finpipe_core.db import connect
+from finpipe_core.settings import Settings
+from finpipe_manager.outbox import FLUSH_TIMEOUT_S, make_producer
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from finpipe_core.calendar import EXCHANGE_TIMEZONE, last_completed_session
 from finpipe_dagster.partitions import partition_key
-from workers.calendar import EXCHANGE_TIMEZONE, last_completed_session
 
 # 18:30 New York, Monday to Friday: 2.5 hours after the regular close, when daily bars are
 # final at the sources; early-close days are covered too.

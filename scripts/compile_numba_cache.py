@@ -23,7 +23,7 @@ def main() -> int:
         return 2
     import numpy as np
 
-    from workers.indicators import Bars, compute_incremental
+    from finpipe_core.indicators import Bars, compute_incremental
 
     start = time.perf_counter()
     sessions = 400

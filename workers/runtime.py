@@ -17,8 +17,8 @@ from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from workers.exceptions import FatalError
-from workers.settings import Settings, get_settings
+from finpipe_core.exceptions import FatalError
+from finpipe_core.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from confluent_kafka.admin import (
 
 from finpipe.stack import paths
 from finpipe.stack.processes import ManagedProcess, port_open, wait_until
-from workers.settings import Settings
+from finpipe_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import os
 import pwd
 from pathlib import Path
 
-from workers.settings import Settings
+from finpipe_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from psycopg2 import sql
 
 from finpipe.stack import paths
 from finpipe.stack.processes import port_open
-from workers.settings import Settings
+from finpipe_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

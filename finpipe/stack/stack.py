@@ -17,8 +17,8 @@ from finpipe.stack.kafka import (
 )
 from finpipe.stack.postgres import PostgresCluster
 from finpipe.stack.processes import ManagedProcess
-from workers.db import apply_migrations
-from workers.settings import Settings
+from finpipe_core.db import apply_migrations
+from finpipe_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

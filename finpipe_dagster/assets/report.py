@@ -6,10 +6,10 @@ import base64
 
 import dagster as dg
 
-from finpipe import report
 from finpipe_dagster.constants import OWNERS, REPORTS, STOCK_INDICATORS
 from finpipe_dagster.resources import PostgresResource
-from workers.universe import active_symbols
+from finpipe_manager import report
+from finpipe_manager.universe import active_symbols
 
 
 @dg.asset(

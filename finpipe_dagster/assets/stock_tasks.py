@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field
 
+from finpipe_core.calendar import last_completed_session
 from finpipe_dagster.constants import INGEST, MANAGER_POOL, OWNERS, STOCK_TASKS
 from finpipe_dagster.partitions import key_range_dates, partition_date, trading_day_partitions
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
-from workers.calendar import last_completed_session
-from workers.outbox import EmitReport, emit_tasks
-from workers.universe import active_symbols, load_universe, sync_universe
+from finpipe_manager.outbox import EmitReport, emit_tasks
+from finpipe_manager.universe import active_symbols, load_universe, sync_universe
 
 # Tasks listed in the run's metadata preview.
 PREVIEW_TASKS = 10

@@ -33,12 +33,12 @@ import dagster as dg
 import pandas as pd
 import psycopg2.extensions
 
+from finpipe_core.calendar import get_calendar, trading_days
+from finpipe_core.settings import Settings
 from finpipe_dagster.constants import STOCK_INDICATORS, STOCK_PRICES
 from finpipe_dagster.partitions import partition_key
 from finpipe_dagster.resources import PostgresResource
-from workers.calendar import get_calendar, trading_days
-from workers.outbox import FINISHED_STATUSES, DateRange, merge_ranges
-from workers.settings import Settings
+from finpipe_manager.outbox import FINISHED_STATUSES, DateRange, merge_ranges
 
 CURSOR_VERSION: Final = 1
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -18,7 +18,7 @@ import dagster as dg
 from finpipe_dagster.checks import MAX_PUBLISH_ATTEMPTS, SYMBOLS_HEALTHY, pipeline_health
 from finpipe_dagster.constants import STOCK_PRICES
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
-from workers.outbox import republish_stale
+from finpipe_manager.outbox import republish_stale
 
 # Tasks republished per tick: one tick stays well under a minute even on a slow broker.
 REPUBLISH_LIMIT: Final = 1_000

@@ -32,8 +32,8 @@ from psycopg2 import sql
 from finpipe import dev
 from finpipe.stack import paths
 from finpipe.stack.postgres import PostgresCluster
-from workers.db import apply_migrations
-from workers.settings import Settings
+from finpipe_core.db import apply_migrations
+from finpipe_core.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 # design.md 6: the flags that work for Debian's chromium here. Playwright adds --headless and

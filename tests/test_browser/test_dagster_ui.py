@@ -21,9 +21,9 @@ from confluent_kafka import Consumer, TopicPartition
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
-from workers.calendar import last_completed_session
-from workers.db import connect
-from workers.kafka import consumer_config
+from finpipe_core.calendar import last_completed_session
+from finpipe_core.db import connect
+from finpipe_core.kafka import consumer_config
 
 if TYPE_CHECKING:  # the fixture's type, for readers; conftest is not imported at run time
     from tests.test_browser.conftest import DagsterUI

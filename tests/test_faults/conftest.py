@@ -21,9 +21,9 @@ from psycopg2 import sql
 from finpipe import stack
 from finpipe.stack.paths import postgres_can_enter
 from finpipe.stack.postgres import PostgresCluster
+from finpipe_core.db import apply_migrations
+from finpipe_core.settings import Settings
 from tests.fixtures.pipeline import Pipeline
-from workers.db import apply_migrations
-from workers.settings import Settings
 
 # The fault-test Kafka cluster gets its own ports (brokers 19401-19403, controllers
 # 19411-19413) and state dir, so it never meets the shared broker, the security tests' SASL

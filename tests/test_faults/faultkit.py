@@ -23,11 +23,11 @@ from pathlib import Path
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from finpipe_core import contracts
+from finpipe_core.db import connect
+from finpipe_core.kafka import consumer_config
+from finpipe_core.settings import Settings
 from tests.fixtures.pipeline import REPO, Pipeline, WorkerProcess, assert_indicators_exact
-from workers import contracts
-from workers.db import connect
-from workers.kafka import consumer_config
-from workers.settings import Settings
 from workers.sources.synthetic import SyntheticSource
 
 HERE = Path(__file__).resolve().parent

@@ -2,7 +2,7 @@
 must do with it.
 
 - ``good``: a valid message on a "good" symbol: its effect must be exact in the tables.
-- ``bad``: breaks the contract (workers/contracts.py): truncated or malformed JSON, wrong
+- ``bad``: breaks the contract (finpipe_core/contracts.py): truncated or malformed JSON, wrong
   types, unknown or missing fields, another schema version, unicode and other invalid
   symbols, impossible or out-of-range dates, NaN/Infinity/overflowing/negative/zero prices,
   negative volumes, low above high, unsorted dates, ragged or oversized (> 5,000 bars)
@@ -23,8 +23,8 @@ import json
 import random
 from dataclasses import dataclass
 
-from workers.calendar import trading_days
-from workers.contracts import SCHEMA_VERSION, make_task_id
+from finpipe_core.calendar import trading_days
+from finpipe_core.contracts import SCHEMA_VERSION, make_task_id
 from workers.sources.synthetic import SyntheticSource
 
 

@@ -35,10 +35,10 @@ from psycopg2 import sql
 
 from finpipe import stack
 from finpipe.stack.postgres import PostgresCluster
+from finpipe_core.db import apply_migrations
+from finpipe_core.settings import get_settings
 from tests.fixtures.pipeline import Pipeline
 from tests.test_faults.faultkit import ProgressSampler, wait_log, yearly_tasks
-from workers.db import apply_migrations
-from workers.settings import get_settings
 
 
 def one_run(pyspy: str | None) -> bool:

@@ -43,8 +43,8 @@ from faultkit import (
     yearly_tasks,
 )
 
+from finpipe_core.db import connect
 from tests.fixtures.pipeline import Pipeline, WorkerProcess
-from workers.db import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

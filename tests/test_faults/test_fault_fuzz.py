@@ -22,9 +22,9 @@ from confluent_kafka import Producer
 from faultkit import assert_exact, read_topic, record_figures, wait_log
 from fuzzgen import Fuzzed, Generator
 
-from workers import contracts
-from workers.calendar import trading_days
-from workers.kafka import producer_config
+from finpipe_core import contracts
+from finpipe_core.calendar import trading_days
+from finpipe_core.kafka import producer_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -26,9 +26,9 @@ import msgspec
 import pytest
 from faultkit import HERE, assert_exact, read_topic, record_figures, wait_log
 
+from finpipe_core.calendar import trading_days
+from finpipe_manager.outbox import plan_symbol_ranges
 from tests.fixtures.pipeline import REPO
-from workers.calendar import trading_days
-from workers.outbox import plan_symbol_ranges
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import Producer
 
 from finpipe.stack import paths
-from workers import contracts
+from finpipe_core import contracts
+from finpipe_core.kafka import producer_config
+from finpipe_manager.universe import UniverseEntry, sync_universe
 from workers.agent.main import chunk_messages
-from workers.kafka import producer_config
 from workers.processor.batch import BatchWriter, InputMessage
 from workers.sources.synthetic import SyntheticSource
-from workers.universe import UniverseEntry, sync_universe
 
 pytestmark = pytest.mark.integration
 

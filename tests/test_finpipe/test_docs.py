@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.settings import Settings
+from finpipe_core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from finpipe import stack
-from workers.kafka import consumer_config, producer_config
-from workers.settings import Settings
+from finpipe_core.kafka import consumer_config, producer_config
+from finpipe_core.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,9 +9,9 @@ from psycopg2 import sql
 
 from finpipe import stack
 from finpipe.stack.postgres import PostgresCluster
-from workers.db import apply_migrations, connect, pending_migrations
-from workers.indicators import INDICATOR_COLUMNS
-from workers.settings import Settings
+from finpipe_core.db import apply_migrations, connect, pending_migrations
+from finpipe_core.indicators import INDICATOR_COLUMNS
+from finpipe_core.settings import Settings
 
 pytestmark = pytest.mark.integration
 

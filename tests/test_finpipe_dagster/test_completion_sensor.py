@@ -11,13 +11,13 @@ import dagster as dg
 import psycopg2.extensions
 import pytest
 
+from finpipe_core.calendar import trading_days
 from finpipe_dagster.partitions import trading_day_partitions
 from finpipe_dagster.resources import PostgresResource
 from finpipe_dagster.sensors import build_completion_sensor
 from finpipe_dagster.sensors.completion import CompletionCursor, intersect_ranges
-from workers.calendar import trading_days
-from workers.outbox import enqueue_tasks
-from workers.universe import load_universe, sync_universe
+from finpipe_manager.outbox import enqueue_tasks
+from finpipe_manager.universe import load_universe, sync_universe
 
 D = dt.date
 SAMPLE = ["AAPL", "FB", "GOOG", "IBM", "MSFT"]

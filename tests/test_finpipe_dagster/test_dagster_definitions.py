@@ -12,14 +12,14 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from finpipe_core.calendar import CalendarRangeError, calendar_range, trading_days
+from finpipe_core.settings import Settings
 from finpipe_dagster.assets import stock_tasks
 from finpipe_dagster.constants import MANAGER_POOL
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.jobs import stock_tasks_job
 from finpipe_dagster.partitions import build_trading_day_partitions, trading_day_partitions
 from finpipe_dagster.schedules import build_stock_tasks_schedule
-from workers.calendar import CalendarRangeError, calendar_range, trading_days
-from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 NY = ZoneInfo("America/New_York")

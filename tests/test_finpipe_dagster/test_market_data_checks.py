@@ -11,6 +11,8 @@ import psycopg2.extensions
 import pytest
 from psycopg2.extras import execute_values
 
+from finpipe_core.calendar import trading_days
+from finpipe_core.indicators import INDICATOR_COLUMNS, LOOKBACK
 from finpipe_dagster.checks import (
     find_calendar_gaps,
     find_duplicate_rows,
@@ -25,10 +27,8 @@ from finpipe_dagster.checks import (
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
 from finpipe_dagster.sensors import build_stuck_tasks_sensor
-from workers.calendar import trading_days
-from workers.indicators import INDICATOR_COLUMNS, LOOKBACK
-from workers.outbox import enqueue_tasks
-from workers.universe import load_universe, sync_universe
+from finpipe_manager.outbox import enqueue_tasks
+from finpipe_manager.universe import load_universe, sync_universe
 
 pytestmark = pytest.mark.integration
 

@@ -9,13 +9,13 @@ import re
 import dagster as dg
 import pytest
 
+from finpipe_core import contracts
 from finpipe_dagster.assets import indicator_report
 from finpipe_dagster.resources import PostgresResource
-from workers import contracts
+from finpipe_manager.universe import UniverseEntry, sync_universe
 from workers.agent.main import chunk_messages
 from workers.processor.batch import BatchWriter, InputMessage
 from workers.sources.synthetic import SyntheticSource
-from workers.universe import UniverseEntry, sync_universe
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,13 @@ import dagster as dg
 import psycopg2.extensions
 import pytest
 
+from finpipe_core.contracts import FetchTask
+from finpipe_core.settings import Settings
 from finpipe_dagster.assets import stock_tasks
 from finpipe_dagster.constants import MANAGER_POOL
 from finpipe_dagster.resources import ManagerResource, default_resources
 from finpipe_dagster.sensors import build_stuck_tasks_sensor
-from workers import outbox
-from workers.contracts import FetchTask
-from workers.settings import Settings
+from finpipe_manager import outbox
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from crd_schemas import CrdSchemas, fetch_crd_dir
 
-from workers.settings import ENV_PREFIX, Settings
+from finpipe_core.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "finpipe-workers"

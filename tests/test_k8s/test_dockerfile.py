@@ -177,7 +177,16 @@ def test_image_contains_every_package(code_settings) -> None:
 
 @pytest.mark.parametrize(
     "needed",
-    ["pyproject.toml", "constraints.txt", "README.md", "workers/", "finpipe/", "finpipe_dagster/"],
+    [
+        "pyproject.toml",
+        "constraints.txt",
+        "README.md",
+        "finpipe_core/",
+        "finpipe_manager/",
+        "workers/",
+        "finpipe/",
+        "finpipe_dagster/",
+    ],
 )
 def test_dockerignore_allows_only_the_build_inputs(needed: str) -> None:
     lines = [
@@ -201,7 +210,7 @@ USED_WITHOUT_IMPORT = {
     # Pinned below 2.1 so postgresql:// URLs keep psycopg2 for dagster-postgres.
     "sqlalchemy": "the driver choice of dagster-postgres (pyproject comment)",
 }
-RUNTIME_DIRS = ("workers", "finpipe", "finpipe_dagster")
+RUNTIME_DIRS = ("finpipe_core", "finpipe_manager", "workers", "finpipe", "finpipe_dagster")
 
 
 def _runtime_source() -> str:

@@ -5,7 +5,7 @@ The database side is exercised on a real PostgreSQL in
 tests/test_security/test_pg_roles.py (the CloudNativePG roles as declared here, migrations by
 the owner without CREATEROLE, each login doing its job); these tests tie the chart, the
 Dagster values and the CloudNativePG and Strimzi manifests to each other and to
-workers/settings.py.
+finpipe_core/settings.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from workers.settings import Settings
+from finpipe_core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 # The group role each process kind's login must be in (migration 0003_roles).
@@ -92,7 +92,7 @@ def test_the_owner_can_run_migration_0003_without_createrole(cnpg_roles, cnpg_do
     assert "finpipe_agent" in owner["inRoles"]
     assert not owner.get("createrole") and not owner.get("superuser")
     assert owner["passwordSecret"]["name"] == initdb["secret"]["name"]
-    migration = (REPO / "workers/db/migrations/0003_roles.sql").read_text()
+    migration = (REPO / "finpipe_core/db/migrations/0003_roles.sql").read_text()
     assert "OWNER TO finpipe_agent" in migration
 
 
@@ -305,7 +305,7 @@ def test_alerts_use_metrics_that_exist(rendered, cnpg_docs) -> None:
         for col, d in m.items()
         if d["usage"] == "GAUGE"
     }
-    schema = (REPO / "workers/db/migrations/0001_initial.sql").read_text()
+    schema = (REPO / "finpipe_core/db/migrations/0001_initial.sql").read_text()
     (rule,) = of_kind(rendered, "PrometheusRule").values()
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {"FinpipeConsumerLagHigh", "FinpipeParkedSymbols", "FinpipeFailedTasks"} <= set(alerts)

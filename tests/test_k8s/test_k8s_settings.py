@@ -1,4 +1,4 @@
-"""The Kubernetes files say what workers/settings.py says.
+"""The Kubernetes files say what finpipe_core/settings.py says.
 
 Topic names, consumer groups, ports, partitions and env var names in the rendered chart, the
 Strimzi and CloudNativePG manifests, the Prometheus values and the Dagster values are compared
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from workers.kafka import consumer_config
-from workers.settings import Settings
+from finpipe_core.kafka import consumer_config
+from finpipe_core.settings import Settings
 
 # The workers' contract: SIGTERM finishes the open batch, which takes up to this long.
 WORST_BATCH_SECONDS = 60

@@ -23,8 +23,8 @@ from pydantic import SecretStr
 
 from finpipe.stack import kafka as stack_kafka
 from finpipe.stack.postgres import PostgresCluster
-from workers.db import apply_migrations
-from workers.settings import Settings
+from finpipe_core.db import apply_migrations
+from finpipe_core.settings import Settings
 
 # The group roles migration 0003 creates, by the process kind that logs in with them.
 # Two agent logins: the rate-limit budget must work for every member of finpipe_agent.

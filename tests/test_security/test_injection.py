@@ -20,12 +20,12 @@ import pytest
 from psycopg2 import sql
 from typer.testing import CliRunner
 
-from workers import contracts
-from workers.contracts import BarBatch, FetchTask
-from workers.exceptions import ContractError
-from workers.outbox import emit_tasks, enqueue_tasks, publish_pending
+from finpipe_core import contracts
+from finpipe_core.contracts import BarBatch, FetchTask
+from finpipe_core.exceptions import ContractError
+from finpipe_manager.outbox import emit_tasks, enqueue_tasks, publish_pending
+from finpipe_manager.universe import UniverseEntry, UniverseError, parse_universe, sync_universe
 from workers.processor.batch import BatchWriter, InputMessage
-from workers.universe import UniverseEntry, UniverseError, parse_universe, sync_universe
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*returning an ndarray that drops timezone:pandas.errors.Pandas4Warning"
@@ -377,8 +377,8 @@ def test_processor_survives_a_nul_in_task_id(seeded) -> None:
 def test_agent_answers_a_task_its_source_refuses(tmp_path: Path) -> None:
     import types
 
+    from finpipe_core.settings import Settings
     from workers.agent.main import Agent
-    from workers.settings import Settings
     from workers.sources.csv_source import CsvSource
 
     # Built in code, past the contract (which now refuses it), as a producer bug could.
@@ -403,7 +403,7 @@ CLI_COMMANDS = [
 @pytest.fixture
 def universe_file(tmp_path: Path, monkeypatch):
     """A universe file the CLI edits (FINPIPE_UNIVERSE), with the settings cache reset."""
-    from workers.settings import get_settings
+    from finpipe_core.settings import get_settings
 
     path = tmp_path / "universe.csv"
     path.write_text("symbol,name\nMSFT,Microsoft\n")

@@ -19,10 +19,10 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from finpipe.stack.kafka import create_acls, pipeline_acls
+from finpipe_core.calendar import trading_days
+from finpipe_manager.outbox import emit_tasks, make_producer
+from finpipe_manager.universe import UniverseEntry, sync_universe
 from tests.fixtures.pipeline import Pipeline, assert_indicators_exact
-from workers.calendar import trading_days
-from workers.outbox import emit_tasks, make_producer
-from workers.universe import UniverseEntry, sync_universe
 
 pytestmark = [
     pytest.mark.integration,

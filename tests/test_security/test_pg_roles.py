@@ -23,14 +23,14 @@ from psycopg2 import sql
 from pydantic import SecretStr
 
 from finpipe.stack.postgres import PostgresCluster
-from workers import contracts
-from workers.calendar import trading_days
-from workers.contracts import BarBatch
-from workers.db.migrate import MIGRATIONS_DIR
-from workers.outbox import enqueue_tasks, publish_pending, republish_stale
+from finpipe_core import contracts
+from finpipe_core.calendar import trading_days
+from finpipe_core.contracts import BarBatch
+from finpipe_core.db.migrate import MIGRATIONS_DIR
+from finpipe_manager.outbox import enqueue_tasks, publish_pending, republish_stale
+from finpipe_manager.universe import UniverseEntry, sync_universe
 from workers.processor.batch import BatchWriter, InputMessage
 from workers.processor.parking import unpark
-from workers.universe import UniverseEntry, sync_universe
 
 pytestmark = [
     pytest.mark.integration,
@@ -149,7 +149,7 @@ def test_migrations_run_as_an_owner_without_createrole(local_stack):
     """The production path (e.g. CloudNativePG's app owner has no CREATEROLE): roles created
     by an administrator, the owner made a member of finpipe_agent; the migrations then need
     no role privilege. Without that membership they stop with a clear error."""
-    from workers.db import apply_migrations
+    from finpipe_core.db import apply_migrations
 
     admin = PostgresCluster(local_stack).admin_connection()
     tag = uuid.uuid4().hex[:8]
@@ -461,7 +461,7 @@ def test_cloudnative_pg_managed_roles_migrate_and_each_login_does_its_job(local_
     keep their names), the database owned by the bootstrap owner without CREATEROLE, the
     migrations applied by that owner, then each login user does its process's work and is
     refused the rest. A missing group role, membership or grant fails here."""
-    from workers.db import apply_migrations
+    from finpipe_core.db import apply_migrations
     from workers.sources.ratelimit import PostgresRateLimiter
 
     cluster = _cnpg_cluster()["spec"]

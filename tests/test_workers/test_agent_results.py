@@ -8,9 +8,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from workers import contracts
+from finpipe_core import contracts
+from finpipe_core.exceptions import ContractError
 from workers.agent.main import checked_messages, result_message
-from workers.exceptions import ContractError
 from workers.sources.synthetic import SyntheticSource
 
 D = dt.date

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from workers.kafka import consumer_config, producer_config
-from workers.settings import Settings
+from finpipe_core.kafka import consumer_config, producer_config
+from finpipe_core.settings import Settings
 
 pytestmark = pytest.mark.integration
 

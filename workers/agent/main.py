@@ -17,11 +17,12 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from workers import contracts
-from workers.contracts import BarBatch, FetchTask
-from workers.exceptions import ContractError, FatalError, PoisonMessageError, RetriableError
-from workers.kafka import consumer_config, leave_group, producer_config, wait_polling
-from workers.retry import backoff_delay
+from finpipe_core import contracts
+from finpipe_core.contracts import BarBatch, FetchTask
+from finpipe_core.exceptions import ContractError, FatalError, PoisonMessageError, RetriableError
+from finpipe_core.kafka import consumer_config, leave_group, producer_config, wait_polling
+from finpipe_core.retry import backoff_delay
+from finpipe_core.settings import Settings
 from workers.runtime import (
     BARS,
     BATCH_SECONDS,
@@ -30,7 +31,6 @@ from workers.runtime import (
     Health,
     run_worker,
 )
-from workers.settings import Settings
 from workers.sources import (
     BarSource,
     NoDataError,

@@ -35,11 +35,11 @@ import numpy as np
 import psycopg2.extras
 from psycopg2.extensions import connection as Connection
 
-from workers import contracts
-from workers.contracts import BarBatch
-from workers.db.bulk import pack_rows, upsert_rows
-from workers.exceptions import ContractError
-from workers.indicators import (
+from finpipe_core import contracts
+from finpipe_core.contracts import BarBatch
+from finpipe_core.db.bulk import pack_rows, upsert_rows
+from finpipe_core.exceptions import ContractError
+from finpipe_core.indicators import (
     INDICATOR_COLUMNS,
     Bars,
     compute_incremental,

@@ -32,10 +32,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from workers import contracts
-from workers.db import connect
-from workers.exceptions import FatalError, RetriableError
-from workers.kafka import consumer_config, leave_group, producer_config, wait_polling
+from finpipe_core import contracts
+from finpipe_core.db import connect
+from finpipe_core.exceptions import FatalError, RetriableError
+from finpipe_core.kafka import consumer_config, leave_group, producer_config, wait_polling
+from finpipe_core.retry import backoff_delay
+from finpipe_core.settings import Settings
 from workers.processor.batch import (
     RETRIABLE_DB_ERRORS,
     BatchResult,
@@ -43,7 +45,6 @@ from workers.processor.batch import (
     InputMessage,
     stored_offsets,
 )
-from workers.retry import backoff_delay
 from workers.runtime import (
     BARS,
     BATCH_SECONDS,
@@ -52,7 +53,6 @@ from workers.runtime import (
     Health,
     run_worker,
 )
-from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
 WORKER = "processor"

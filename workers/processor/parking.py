@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import psycopg2.extras
 from confluent_kafka import Producer
 
-from workers import contracts
-from workers.db import connect
-from workers.kafka import producer_config
+from finpipe_core import contracts
+from finpipe_core.db import connect
+from finpipe_core.kafka import producer_config
+from finpipe_core.settings import Settings
 from workers.processor.batch import BatchWriter, InputMessage, lock_symbols
-from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
 

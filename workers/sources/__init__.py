@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.settings import Settings
+from finpipe_core.settings import Settings
 from workers.sources.base import (
     BarSource,
     NoDataError,

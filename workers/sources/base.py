@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from workers.exceptions import FinpipeError, RetriableError
+from finpipe_core.exceptions import FinpipeError, RetriableError
 
 COLUMNS = ("open", "high", "low", "close", "adj_close", "volume", "dividends", "splits")
 
@@ -32,7 +32,7 @@ class RawBars:
     """Daily bars of one symbol, ascending dates, raw (not split-adjusted) OHLC and volume.
 
     ``splits`` is the split ratio on its ex-date (0 = none), ``adj_close`` the source's
-    split-and-dividend adjusted close. See ``workers.contracts.BarBatch``.
+    split-and-dividend adjusted close. See ``finpipe_core.contracts.BarBatch``.
     """
 
     symbol: str

@@ -13,7 +13,7 @@ Like yfinance's, the file's OHLC, volume and dividends are split-*adjusted*: eve
 share basis of the file's last split. ``raw_bars_from_adjusted`` puts them back on the basis
 they traded on (see below); the yfinance source uses the same function.
 
-Un-adjustment (the inverse of ``workers.indicators.splits``): a bar's factor is the product of
+Un-adjustment (the inverse of ``finpipe_core.indicators.splits``): a bar's factor is the product of
 the ratios of every split dated after it (``split_factors``), so the raw open/high/low/close and
 dividend are the adjusted ones times the factor and the raw volume is the adjusted one divided
 by it. Raw prices are rounded to ``PRICE_SIGNIFICANT_DIGITS`` significant digits and volumes to
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.calendar import last_completed_session
-from workers.contracts import validate_symbol
-from workers.exceptions import FatalError
-from workers.indicators.splits import split_factors
+from finpipe_core.calendar import last_completed_session
+from finpipe_core.contracts import validate_symbol
+from finpipe_core.exceptions import FatalError
+from finpipe_core.indicators.splits import split_factors
 from workers.sources.base import NoDataError, RawBars, SourceError
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from typing import Protocol
 
 from pyrate_limiter import AbstractBucket, Duration, InMemoryBucket, Rate, RateItem
 
-from workers.exceptions import RetriableError
+from finpipe_core.exceptions import RetriableError
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +220,6 @@ def default_conninfo() -> str:
     """finpipe's database (settings ``pg_*``) as a libpq connection string."""
     from psycopg.conninfo import make_conninfo
 
-    from workers.settings import get_settings
+    from finpipe_core.settings import get_settings
 
     return make_conninfo("", **get_settings().pg_connect_kwargs())

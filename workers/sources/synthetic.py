@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from workers.calendar import trading_days
+from finpipe_core.calendar import trading_days
 from workers.sources.base import NoDataError, RawBars
 
 ORIGIN = dt.date(1995, 1, 3)

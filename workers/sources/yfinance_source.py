@@ -8,7 +8,7 @@ What yfinance gives and what this source does with it:
   Bars are put back on the share basis they traded on with ``raw_bars_from_adjusted`` (shared
   with the CSV source; module docstring of ``workers.sources.csv_source``): prices and
   dividends times, volume divided by, the product of the ratios of all splits after each bar
-  (``workers.indicators.split_factors``).
+  (``finpipe_core.indicators.split_factors``).
 - The splits after the range have to come from somewhere. When the range ends within
   ``recent_days`` of today, the request simply runs to tomorrow: the one answer then carries
   every split Yahoo has applied, and the extra bars are cut off. For an older range the
@@ -65,8 +65,8 @@ from yfinance.exceptions import (
     YFTickerMissingError,
 )
 
-from workers.calendar import EXCHANGE_TIMEZONE, last_completed_session
-from workers.contracts import validate_symbol
+from finpipe_core.calendar import EXCHANGE_TIMEZONE, last_completed_session
+from finpipe_core.contracts import validate_symbol
 from workers.sources.base import NoDataError, RawBars, SourceError, SourceUnavailableError
 from workers.sources.csv_source import Clock, move_events_forward, raw_bars_from_adjusted, utc_now
 

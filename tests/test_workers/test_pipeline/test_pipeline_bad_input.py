@@ -10,10 +10,10 @@ import msgspec
 import pytest
 from confluent_kafka import Consumer
 
+from finpipe_core import contracts
+from finpipe_core.contracts import BarBatch
+from finpipe_core.kafka import consumer_config
 from tests.fixtures.pipeline import assert_indicators_exact
-from workers import contracts
-from workers.contracts import BarBatch
-from workers.kafka import consumer_config
 from workers.processor.parking import parked_symbols, unpark
 
 pytestmark = pytest.mark.integration

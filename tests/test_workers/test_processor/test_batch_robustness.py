@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from finpipe_core import contracts
+from finpipe_core.calendar import trading_days
+from finpipe_core.db import connect
 from tests.fixtures.pipeline import assert_indicators_exact
-from workers import contracts
 from workers.agent.main import chunk_messages
-from workers.calendar import trading_days
-from workers.db import connect
 from workers.processor.batch import BatchWriter, InputMessage
 from workers.sources.base import RawBars
 from workers.sources.synthetic import SyntheticSource

@@ -20,13 +20,13 @@ import numpy as np
 import psycopg2.extensions
 import pytest
 
+from finpipe_core import contracts
+from finpipe_core.db import connect
+from finpipe_core.indicators import Bars, compute_incremental, split_adjust
+from finpipe_core.settings import Settings
 from tests.fixtures.pipeline import assert_indicators_exact
-from workers import contracts
 from workers.agent.main import chunk_messages
-from workers.db import connect
-from workers.indicators import Bars, compute_incremental, split_adjust
 from workers.processor.batch import PRICE_COLUMNS, BatchResult, BatchWriter, InputMessage
-from workers.settings import Settings
 from workers.sources.synthetic import SyntheticSource
 
 pytestmark = pytest.mark.integration

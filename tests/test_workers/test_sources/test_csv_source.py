@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workers.exceptions import ContractError, FatalError
+from finpipe_core.exceptions import ContractError, FatalError
 from workers.sources.base import NoDataError, SourceError
 from workers.sources.csv_source import CsvSource, raw_bars_from_adjusted, round_significant
 

@@ -7,8 +7,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from workers.calendar import trading_days
-from workers.indicators import split_factors
+from finpipe_core.calendar import trading_days
+from finpipe_core.indicators import split_factors
 from workers.sources import NoDataError
 from workers.sources.sample import SampleSource
 from workers.sources.synthetic import SyntheticSource

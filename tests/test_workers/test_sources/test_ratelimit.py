@@ -12,8 +12,8 @@ import psycopg2.extensions
 import pytest
 from pyrate_limiter import Duration, Rate
 
-from workers.retry import backoff_delay
-from workers.settings import Settings
+from finpipe_core.retry import backoff_delay
+from finpipe_core.settings import Settings
 from workers.sources.ratelimit import (
     InMemoryRateLimiter,
     PostgresRateLimiter,

@@ -36,7 +36,7 @@ from yfinance.exceptions import (
     YFTzMissingError,
 )
 
-from workers.exceptions import ContractError
+from finpipe_core.exceptions import ContractError
 from workers.sources.base import NoDataError, SourceError, SourceUnavailableError
 from workers.sources.yfinance_source import (
     YFinanceSource,

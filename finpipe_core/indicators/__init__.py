@@ -9,8 +9,8 @@ processor, the Dagster asset checks and the tests all import the same numbers.
 - ``split_adjust(...)``: put raw bars on the split-adjusted basis the indicators run on.
 """
 
-from workers.indicators.bars import PRICE_MAX, PRICE_MIN, VOLUME_MAX, Bars, InvalidBarsError
-from workers.indicators.engine import (
+from finpipe_core.indicators.bars import PRICE_MAX, PRICE_MIN, VOLUME_MAX, Bars, InvalidBarsError
+from finpipe_core.indicators.engine import (
     INDICATOR_COLUMNS,
     LOOKBACK,
     STATE_VERSION,
@@ -20,8 +20,8 @@ from workers.indicators.engine import (
     initial_state,
     state_vectors,
 )
-from workers.indicators.registry import INDICATORS, Indicator
-from workers.indicators.splits import split_adjust, split_factors
+from finpipe_core.indicators.registry import INDICATORS, Indicator
+from finpipe_core.indicators.splits import split_adjust, split_factors
 
 __all__ = [
     "INDICATORS",

@@ -7,7 +7,7 @@ import pytest
 import talib
 from talib import abstract
 
-from workers.indicators import (
+from finpipe_core.indicators import (
     INDICATOR_COLUMNS,
     LOOKBACK,
     Bars,

@@ -9,11 +9,12 @@ from collections.abc import Callable, Sequence
 import psycopg2.extensions
 import pytest
 
-from workers import outbox
-from workers.calendar import trading_days
-from workers.contracts import FetchTask, make_task_id
-from workers.db import connect
-from workers.outbox import (
+from finpipe_core.calendar import trading_days
+from finpipe_core.contracts import FetchTask, make_task_id
+from finpipe_core.db import connect
+from finpipe_core.settings import Settings
+from finpipe_manager import outbox
+from finpipe_manager.outbox import (
     emit_tasks,
     enqueue_tasks,
     make_producer,
@@ -24,8 +25,7 @@ from workers.outbox import (
     session_chunks,
     uncovered_ranges,
 )
-from workers.settings import Settings
-from workers.universe import load_universe, sync_universe
+from finpipe_manager.universe import load_universe, sync_universe
 
 D = dt.date
 SAMPLE = ["AAPL", "FB", "GOOG", "IBM", "MSFT"]

@@ -8,7 +8,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from workers.indicators import (
+from finpipe_core.indicators import (
     Bars,
     InvalidBarsError,
     InvalidStateError,

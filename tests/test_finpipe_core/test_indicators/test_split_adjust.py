@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from bokeh_sampledata import stocks
 
-from workers.indicators import Bars, InvalidBarsError, split_adjust, split_factors
+from finpipe_core.indicators import Bars, InvalidBarsError, split_adjust, split_factors
 
 DATES = ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08"]
 

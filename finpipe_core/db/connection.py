@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg2
 import psycopg2.extensions
 
-from workers.settings import Settings, get_settings
+from finpipe_core.settings import Settings, get_settings
 
 
 def connect(

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from workers.indicators.bars import Bars, InvalidBarsError
+from finpipe_core.indicators.bars import Bars, InvalidBarsError
 
 DateLike = dt.date | np.datetime64 | str
 

@@ -18,7 +18,7 @@ import talib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.indicators import (
+from finpipe_core.indicators import (
     INDICATOR_COLUMNS,
     PRICE_MAX,
     PRICE_MIN,

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.indicators import _kernels
-from workers.indicators.bars import Bars, InvalidBarsError
-from workers.indicators.registry import INDICATORS
+from finpipe_core.indicators import _kernels
+from finpipe_core.indicators.bars import Bars, InvalidBarsError
+from finpipe_core.indicators.registry import INDICATORS
 
 STATE_VERSION = 2
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from bokeh_sampledata import stocks
 
-from workers.indicators import INDICATOR_COLUMNS, Bars, compute_batch, compute_incremental
+from finpipe_core.indicators import INDICATOR_COLUMNS, Bars, compute_batch, compute_incremental
 
 SYMBOLS = ("AAPL", "FB", "GOOG", "IBM", "MSFT")
 

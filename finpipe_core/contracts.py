@@ -15,7 +15,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from workers.exceptions import ContractError
+from finpipe_core.exceptions import ContractError
 
 SCHEMA_VERSION: Final = 1
 # Yahoo-style tickers: AAPL, BRK-B, RDS.A, ^GSPC, EURUSD=X, BTC-USD. Upper case only, no

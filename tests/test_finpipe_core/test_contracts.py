@@ -7,9 +7,9 @@ import datetime as dt
 import msgspec
 import pytest
 
-from workers import contracts
-from workers.contracts import BarBatch, FetchTask, decode_bars, decode_task, encode
-from workers.exceptions import ContractError, PoisonMessageError
+from finpipe_core import contracts
+from finpipe_core.contracts import BarBatch, FetchTask, decode_bars, decode_task, encode
+from finpipe_core.exceptions import ContractError, PoisonMessageError
 
 GOOD_TASK = {
     "schema_version": 1,

@@ -149,7 +149,7 @@ class Settings(BaseSettings):
         return {name: f"{ENV_PREFIX}{name.upper()}" for name in type(self).model_fields}
 
     # --- Manager (Dagster) ---
-    # Symbols the manager requests: "default" (workers/data/universe.csv), "sample" (the
+    # Symbols the manager requests: "default" (finpipe_manager/data/universe.csv), "sample" (the
     # offline bokeh sample set) or the path of a CSV file with columns symbol,name.
     universe: str = "default"
     # First daily partition of stock_tasks (ISO date); the sample data starts in 2000.

@@ -15,7 +15,7 @@ from functools import lru_cache
 import exchange_calendars as xcals
 import pandas as pd
 
-from workers.settings import get_settings
+from finpipe_core.settings import get_settings
 
 EXCHANGE = "XNYS"
 EXCHANGE_TIMEZONE = "America/New_York"

@@ -1,7 +1,7 @@
 """The symbol universe: which symbols the manager requests, and its copy in ``symbols``.
 
 A universe is a CSV file with the columns ``symbol,name`` (the committed default is
-``workers/data/universe.csv``), or the built-in ``sample`` set: the symbols of the offline
+``finpipe_manager/data/universe.csv``), or the built-in ``sample`` set: the symbols of the offline
 bokeh sample data. Every symbol is checked against ``contracts.SYMBOL_PATTERN`` while the file
 is read, so a symbol with quotes, spaces or semicolons stops the load with the file and line
 in the message, before anything reaches SQL, Kafka or a source.
@@ -20,8 +20,8 @@ from typing import Final
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
-from workers.contracts import validate_symbol
-from workers.exceptions import ContractError, FatalError
+from finpipe_core.contracts import validate_symbol
+from finpipe_core.exceptions import ContractError, FatalError
 
 logger = logging.getLogger(__name__)
 

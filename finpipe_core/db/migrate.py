@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from yoyo import get_backend, read_migrations
 
-from workers.settings import Settings, get_settings
+from finpipe_core.settings import Settings, get_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

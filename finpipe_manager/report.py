@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
-from workers.db import connect
-from workers.kafka import consumer_config
-from workers.settings import Settings
+from finpipe_core.db import connect
+from finpipe_core.kafka import consumer_config
+from finpipe_core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
 def expected_bars(settings: Settings) -> int:
     """Bars the finished tasks announced (each ``ok`` chunk's count) plus open tasks' ranges
     in sessions: the denominator of a progress bar."""
-    from workers.calendar import trading_days
+    from finpipe_core.calendar import trading_days
 
     conn = connect(settings)
     try:

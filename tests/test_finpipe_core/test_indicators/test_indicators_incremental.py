@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from workers.indicators import (
+from finpipe_core.indicators import (
     INDICATOR_COLUMNS,
     Bars,
     compute_batch,
@@ -163,7 +163,7 @@ def test_resume_in_another_process(tmp_path: Path) -> None:
         from pathlib import Path
         import msgspec
         import numpy as np
-        from workers.indicators import Bars, compute_incremental
+        from finpipe_core.indicators import Bars, compute_incremental
         d = Path(sys.argv[1])
         cols = {k: v[250:] for k, v in np.load(d / "bars.npz").items()}
         state = msgspec.msgpack.decode((d / "state.bin").read_bytes())
@@ -187,8 +187,13 @@ def test_pure_python_fallback_gives_the_same_numbers() -> None:
         """
         import msgspec
         import numpy as np
-        from workers.indicators import INDICATOR_COLUMNS, Bars, compute_batch, compute_incremental
-        from workers.indicators import _kernels
+        from finpipe_core.indicators import (
+            INDICATOR_COLUMNS,
+            Bars,
+            compute_batch,
+            compute_incremental,
+        )
+        from finpipe_core.indicators import _kernels
         assert not _kernels.HAVE_JIT
         rng = np.random.default_rng(8)
         n = 240

@@ -32,11 +32,11 @@ import psycopg2.extensions
 from confluent_kafka import Producer as KafkaProducer
 from psycopg2.extras import execute_values
 
-from workers.calendar import trading_days
-from workers.contracts import SCHEMA_VERSION, FetchTask, encode, make_task_id, validate_symbol
-from workers.exceptions import RetriableError
-from workers.kafka import producer_config
-from workers.settings import Settings
+from finpipe_core.calendar import trading_days
+from finpipe_core.contracts import SCHEMA_VERSION, FetchTask, encode, make_task_id, validate_symbol
+from finpipe_core.exceptions import RetriableError
+from finpipe_core.kafka import producer_config
+from finpipe_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -515,5 +515,5 @@ def emit_tasks(
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    """An idempotent ``confluent_kafka.Producer`` from ``workers.kafka.producer_config``."""
+    """An idempotent ``confluent_kafka.Producer`` from ``finpipe_core.kafka.producer_config``."""
     return KafkaProducer(producer_config(settings, **overrides))

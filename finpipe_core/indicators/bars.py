@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.indicators import _kernels
+from finpipe_core.indicators import _kernels
 
 FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_MIN: float = _kernels.PRICE_MIN

@@ -19,8 +19,8 @@ import numpy as np
 import talib
 from talib import abstract
 
-from workers.indicators import _kernels
-from workers.indicators.bars import Bars
+from finpipe_core.indicators import _kernels
+from finpipe_core.indicators.bars import Bars
 
 BatchFn = Callable[[Bars], tuple[np.ndarray, ...]]
 

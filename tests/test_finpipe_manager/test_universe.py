@@ -9,10 +9,10 @@ import dagster as dg
 import psycopg2.extensions
 import pytest
 
+from finpipe_core.contracts import SYMBOL_PATTERN
 from finpipe_dagster.assets import stock_tasks
 from finpipe_dagster.resources import default_resources
-from workers.contracts import SYMBOL_PATTERN
-from workers.universe import (
+from finpipe_manager.universe import (
     DEFAULT_UNIVERSE_PATH,
     UniverseEntry,
     UniverseError,
