@@ -21,7 +21,7 @@ from finpipe import stack
 from finpipe.stack import paths
 from finpipe.stack.processes import ManagedProcess
 from finpipe_core import contracts
-from finpipe_core.db import connect
+from finpipe_core.db import connection
 from finpipe_core.exceptions import ContractError
 from finpipe_core.kafka import consumer_config, producer_config
 from finpipe_core.settings import Settings, get_settings
@@ -328,11 +328,8 @@ def _universe_file(settings: Settings) -> Path:
 def _sync(settings: Settings) -> None:
     from finpipe_manager.universe import load_universe, sync_universe
 
-    conn = connect(settings)
-    try:
+    with connection(settings) as conn:
         sync_universe(conn, load_universe(settings.universe))
-    finally:
-        conn.close()
 
 
 def _write_universe(path: Path, entries: list[UniverseEntry]) -> None:

@@ -31,10 +31,11 @@ from rich.table import Table
 from finpipe import stack
 from finpipe.stack import paths
 from finpipe_core.calendar import trading_days
-from finpipe_core.db import connect
+from finpipe_core.db import connection
 from finpipe_core.settings import Settings
 from finpipe_dagster.constants import DAGSTER_EVENT_ENV
 from finpipe_manager import report
+from finpipe_manager.completion import finished_days
 
 # The sample's span (bokeh_sampledata: 2000-03-01 .. 2013-03-01), both trading days.
 DEMO_START = dt.date(2000, 3, 1)
@@ -65,13 +66,9 @@ def dagster_env(settings: Settings) -> dict[str, str]:
 
 
 def _count_tasks(settings: Settings) -> int:
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM tasks")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM tasks")
+        return int(cur.fetchone()[0])
 
 
 def _nothing_to_request(settings: Settings) -> bool:
@@ -80,15 +77,12 @@ def _nothing_to_request(settings: Settings) -> bool:
     from finpipe_manager.universe import active_symbols, load_universe
 
     wanted = {e.symbol for e in load_universe(settings.universe)}
-    conn = connect(settings)
-    try:
+    with connection(settings) as conn:
         if set(active_symbols(conn)) != wanted:
             return False  # the run syncs the universe first
         return not uncovered_tasks(
             conn, sorted(wanted), DEMO_START, DEMO_END, max_sessions=settings.max_sessions_per_task
         )
-    finally:
-        conn.close()
 
 
 def materialize_range(settings: Settings, start: dt.date, end: dt.date, console: Console) -> None:
@@ -121,8 +115,6 @@ def wait_until_complete(
     settings: Settings, days_expected: list[dt.date], console: Console, timeout: float = 900.0
 ) -> int:
     """Follow progress until the completion sensor's view has every expected day."""
-    from finpipe_dagster.sensors.completion import CompletionCursor, evaluate_completion
-
     wanted = set(days_expected)
     deadline = time.monotonic() + timeout
     columns = (
@@ -140,7 +132,8 @@ def wait_until_complete(
                 completed=report.stored_bars(settings),
                 total=max(1, report.expected_bars(settings)),
             )
-            complete = _complete_days(settings, evaluate_completion, CompletionCursor)
+            with connection(settings) as conn:
+                complete = finished_days(conn, first_date=DEMO_START)
             progress.update(days, completed=len(wanted & complete))
             if wanted <= complete:
                 return len(wanted)
@@ -150,24 +143,6 @@ def wait_until_complete(
                     "see `finpipe status` and the worker logs under the state dir"
                 )
             time.sleep(1.0)
-
-
-def _complete_days(settings: Settings, evaluate_completion, cursor_type) -> set[dt.date]:
-    """Every day the completion sensor would report, read from a fresh cursor."""
-    conn = connect(settings)
-    complete: set[dt.date] = set()
-    try:
-        cursor = cursor_type()
-        while True:
-            tick = evaluate_completion(
-                conn, cursor, max_dates=5000, settle=dt.timedelta(0), first_date=DEMO_START
-            )
-            complete.update(d.day for d in tick.days)
-            if tick.cursor == cursor or not (tick.days or tick.tasks_read):
-                return complete
-            cursor = tick.cursor
-    finally:
-        conn.close()
 
 
 def write_summary_csv(rows: list[report.SymbolSummary], path: Path) -> Path:

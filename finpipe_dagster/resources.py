@@ -17,7 +17,7 @@ import psycopg2.extensions
 from confluent_kafka import Producer
 from pydantic import Field
 
-from finpipe_core.db import connect
+from finpipe_core.db import connection
 from finpipe_core.settings import Settings
 from finpipe_manager.outbox import FLUSH_TIMEOUT_S, make_producer
 
@@ -44,11 +44,8 @@ class PostgresResource(dg.ConfigurableResource):
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         """A new connection, closed on exit (transactions are the caller's)."""
-        conn = connect(self.settings())
-        try:
+        with connection(self.settings()) as conn:
             yield conn
-        finally:
-            conn.close()
 
 
 class KafkaProducerResource(dg.ConfigurableResource):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
-from finpipe_core.db import connect
+from finpipe_core.db import connection
 from finpipe_core.kafka import consumer_config
 from finpipe_core.settings import Settings
 
@@ -33,11 +33,9 @@ class SymbolSummary:
 
 def symbol_summaries(settings: Settings, symbols: list[str] | None = None) -> list[SymbolSummary]:
     """One row per active symbol (or per ``symbols``): stored range, latest values, status."""
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                """
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute(
+            """
                 SELECT s.symbol, p.first_date, p.last_date, coalesce(p.bars, 0),
                        lp.close, li.rsi_14, li.macd, coalesce(st.status, 'ok'),
                        (SELECT count(*) FROM tasks t WHERE t.symbol = s.symbol
@@ -52,11 +50,9 @@ def symbol_summaries(settings: Settings, symbols: list[str] | None = None) -> li
                  WHERE (%(symbols)s::text[] IS NULL AND s.active) OR s.symbol = ANY(%(symbols)s)
                  ORDER BY s.symbol
                 """,
-                {"symbols": symbols},
-            )
-            return [SymbolSummary(*row) for row in cur.fetchall()]
-    finally:
-        conn.close()
+            {"symbols": symbols},
+        )
+        return [SymbolSummary(*row) for row in cur.fetchall()]
 
 
 def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
@@ -81,26 +77,18 @@ def expected_bars(settings: Settings) -> int:
     in sessions: the denominator of a progress bar."""
     from finpipe_core.calendar import trading_days
 
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT start_date, end_date FROM tasks "
-                        "WHERE status IN ('pending', 'published', 'fetched')")
-            open_sessions = sum(len(trading_days(a, b)) for a, b in cur.fetchall())
-            cur.execute("SELECT coalesce(sum(bars), 0) FROM tasks WHERE status = 'done'")
-            return int(cur.fetchone()[0]) + open_sessions
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute("SELECT start_date, end_date FROM tasks "
+                    "WHERE status IN ('pending', 'published', 'fetched')")
+        open_sessions = sum(len(trading_days(a, b)) for a, b in cur.fetchall())
+        cur.execute("SELECT coalesce(sum(bars), 0) FROM tasks WHERE status = 'done'")
+        return int(cur.fetchone()[0]) + open_sessions
 
 
 def stored_bars(settings: Settings) -> int:
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM prices")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM prices")
+        return int(cur.fetchone()[0])
 
 
 def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
@@ -110,18 +98,14 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT p.date, p.close, p.splits, i.bb_upper, i.bb_middle, i.bb_lower, "
-                "i.rsi_14, i.macd, i.macd_signal, i.macd_hist FROM prices p "
-                "JOIN indicators i USING (symbol, date) WHERE p.symbol = %s ORDER BY p.date",
-                (symbol,),
-            )
-            rows = cur.fetchall()
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT p.date, p.close, p.splits, i.bb_upper, i.bb_middle, i.bb_lower, "
+            "i.rsi_14, i.macd, i.macd_signal, i.macd_hist FROM prices p "
+            "JOIN indicators i USING (symbol, date) WHERE p.symbol = %s ORDER BY p.date",
+            (symbol,),
+        )
+        rows = cur.fetchall()
     if not rows:
         raise LookupError(f"no stored bars for {symbol}; run a backfill first")
     dates = [r[0] for r in rows]
@@ -174,22 +158,18 @@ def overview_png(settings: Settings, symbols: list[str], last_n: int = 250) -> b
 
     fig, (ax_price, ax_rsi) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=False,
                                            gridspec_kw={"height_ratios": [2, 1]})
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            for symbol in symbols:
-                cur.execute(
-                    "SELECT p.close, i.rsi_14 FROM prices p JOIN indicators i USING (symbol, date)"
-                    " WHERE p.symbol = %s ORDER BY p.date DESC LIMIT %s", (symbol, last_n))
-                rows = cur.fetchall()[::-1]
-                if not rows:
-                    continue
-                close = np.array([r[0] for r in rows], dtype=float)
-                rsi = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
-                ax_price.plot(100 * close / close[0], linewidth=0.8, label=symbol)
-                ax_rsi.plot(rsi, linewidth=0.6)
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        for symbol in symbols:
+            cur.execute(
+                "SELECT p.close, i.rsi_14 FROM prices p JOIN indicators i USING (symbol, date)"
+                " WHERE p.symbol = %s ORDER BY p.date DESC LIMIT %s", (symbol, last_n))
+            rows = cur.fetchall()[::-1]
+            if not rows:
+                continue
+            close = np.array([r[0] for r in rows], dtype=float)
+            rsi = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
+            ax_price.plot(100 * close / close[0], linewidth=0.8, label=symbol)
+            ax_rsi.plot(rsi, linewidth=0.6)
     ax_price.set_title(f"last {last_n} bars, close rebased to 100")
     ax_price.legend(fontsize=7, ncol=5, loc="upper left")
     ax_rsi.set_ylim(0, 100)

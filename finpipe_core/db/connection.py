@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg2
 import psycopg2.extensions
 
@@ -19,3 +22,19 @@ def connect(
     kwargs.setdefault("connect_timeout", 10)
     kwargs.update(overrides)
     return psycopg2.connect(**kwargs)
+
+
+@contextmanager
+def connection(
+    settings: Settings | None = None, *, database: str | None = None, **overrides: object
+) -> Iterator[psycopg2.extensions.connection]:
+    """``connect`` as a context manager that closes the connection on exit.
+
+    psycopg2's own ``with conn:`` ends a transaction but leaves the connection open; this is
+    the one place that closes it, so callers never write try/finally around a connection.
+    """
+    conn = connect(settings, database=database, **overrides)
+    try:
+        yield conn
+    finally:
+        conn.close()

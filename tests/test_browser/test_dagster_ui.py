@@ -22,7 +22,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
 from finpipe_core.calendar import last_completed_session
-from finpipe_core.db import connect
+from finpipe_core.db import connection
 from finpipe_core.kafka import consumer_config
 
 if TYPE_CHECKING:  # the fixture's type, for readers; conftest is not imported at run time
@@ -151,14 +151,10 @@ def test_materialise_one_stock_tasks_partition_from_the_ui(
     assert tags.get("dagster/partition") == partition, (tags, final)
 
     settings = dagster_ui.settings
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT symbol, status, start_date, end_date FROM tasks "
-                        "WHERE requested_by = %s", (run_id,))
-            rows = cur.fetchall()
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute("SELECT symbol, status, start_date, end_date FROM tasks "
+                    "WHERE requested_by = %s", (run_id,))
+        rows = cur.fetchall()
     day = dt.date.fromisoformat(partition)
     assert {r[0] for r in rows} == SAMPLE_SYMBOLS, (rows, final)
     assert all(r[1] == "published" and r[2] <= day <= r[3] for r in rows), (rows, final)

@@ -9,7 +9,7 @@ from psycopg2 import sql
 
 from finpipe import stack
 from finpipe.stack.postgres import PostgresCluster
-from finpipe_core.db import apply_migrations, connect, pending_migrations
+from finpipe_core.db import apply_migrations, connect, connection, pending_migrations
 from finpipe_core.indicators import INDICATOR_COLUMNS
 from finpipe_core.settings import Settings
 
@@ -28,14 +28,10 @@ ORDER BY 1, 2
 
 
 def _schema(settings: Settings) -> list[tuple[str, str]]:
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(SCHEMA_QUERY)
-            return [row for row in cur.fetchall() if "_yoyo" not in row[1]
-                    and "yoyo_lock" not in row[1]]
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute(SCHEMA_QUERY)
+        return [row for row in cur.fetchall() if "_yoyo" not in row[1]
+                and "yoyo_lock" not in row[1]]
 
 
 def test_second_up_changes_nothing(local_stack: Settings):

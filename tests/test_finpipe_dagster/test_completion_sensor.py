@@ -15,7 +15,7 @@ from finpipe_core.calendar import trading_days
 from finpipe_dagster.partitions import trading_day_partitions
 from finpipe_dagster.resources import PostgresResource
 from finpipe_dagster.sensors import build_completion_sensor
-from finpipe_dagster.sensors.completion import CompletionCursor, intersect_ranges
+from finpipe_manager.completion import CompletionCursor, intersect_ranges
 from finpipe_manager.outbox import enqueue_tasks
 from finpipe_manager.universe import load_universe, sync_universe
 

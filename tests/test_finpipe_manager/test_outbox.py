@@ -11,7 +11,7 @@ import pytest
 
 from finpipe_core.calendar import trading_days
 from finpipe_core.contracts import FetchTask, make_task_id
-from finpipe_core.db import connect
+from finpipe_core.db import connect, connection
 from finpipe_core.settings import Settings
 from finpipe_manager import outbox
 from finpipe_manager.outbox import (
@@ -208,13 +208,11 @@ class TestEnqueue:
         errors: list[BaseException] = []
 
         def run(name: str, start: dt.date, end: dt.date) -> None:
-            conn = connect(local_stack)
             try:
-                results[name] = enqueue_tasks(conn, SAMPLE, start, end, requested_by=name)
+                with connection(local_stack) as conn:
+                    results[name] = enqueue_tasks(conn, SAMPLE, start, end, requested_by=name)
             except BaseException as exc:
                 errors.append(exc)
-            finally:
-                conn.close()
 
         threads = [
             threading.Thread(target=run, args=("a", D(2010, 3, 1), D(2010, 3, 19))),

@@ -228,7 +228,7 @@ def test_manager_runs_the_outbox_universe_and_checks(secure_db):
         find_rsi_out_of_range,
         pipeline_health,
     )
-    from finpipe_dagster.sensors.completion import CompletionCursor, evaluate_completion
+    from finpipe_manager.completion import CompletionCursor, evaluate_completion
 
     find_calendar_gaps(conn)
     find_rsi_out_of_range(conn)

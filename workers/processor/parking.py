@@ -16,7 +16,7 @@ import psycopg2.extras
 from confluent_kafka import Producer
 
 from finpipe_core import contracts
-from finpipe_core.db import connect
+from finpipe_core.db import connection
 from finpipe_core.kafka import producer_config
 from finpipe_core.settings import Settings
 from workers.processor.batch import BatchWriter, InputMessage, lock_symbols
@@ -32,17 +32,13 @@ class ParkedSymbol:
 
 
 def parked_symbols(settings: Settings) -> list[ParkedSymbol]:
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT st.symbol, st.error, count(p.id) FROM symbol_state st "
-                "LEFT JOIN parked_bars p USING (symbol) WHERE st.status = 'parked' "
-                "GROUP BY st.symbol, st.error ORDER BY st.symbol"
-            )
-            return [ParkedSymbol(*row) for row in cur.fetchall()]
-    finally:
-        conn.close()
+    with connection(settings) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT st.symbol, st.error, count(p.id) FROM symbol_state st "
+            "LEFT JOIN parked_bars p USING (symbol) WHERE st.status = 'parked' "
+            "GROUP BY st.symbol, st.error ORDER BY st.symbol"
+        )
+        return [ParkedSymbol(*row) for row in cur.fetchall()]
 
 
 DeadLetterSource = tuple[str, int, int]  # (topic, partition, offset) the message came from
@@ -51,16 +47,13 @@ DeadLetterSource = tuple[str, int, int]  # (topic, partition, offset) the messag
 def unresolved_dead_letters(settings: Settings, sources: list[DeadLetterSource]
                             ) -> list[DeadLetterSource]:
     """Those of ``sources`` that were neither replayed nor skipped by an unpark."""
-    conn = connect(settings)
-    try:
+    with connection(settings) as conn:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT source_topic, source_partition, source_offset FROM dead_letters "
                 "WHERE status <> 'open'")
             resolved = {tuple(row) for row in cur.fetchall()}
         return [s for s in sources if s not in resolved]
-    finally:
-        conn.close()
 
 
 def unpark(settings: Settings, symbol: str, replayed: list[DeadLetterSource] = ()) -> int:
@@ -72,43 +65,41 @@ def unpark(settings: Settings, symbol: str, replayed: list[DeadLetterSource] = (
     the messages after it held once more.
     """
     contracts.validate_symbol(symbol)
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            lock_symbols(cur, {symbol})  # the processors' lock first, as they take it
-            _resolve_dead_letters(cur, symbol, replayed)
-            cur.execute("SELECT status FROM symbol_state WHERE symbol = %s FOR UPDATE",
-                        (symbol,))
-            row = cur.fetchone()
-            if row is None or row[0] != "parked":
-                conn.commit()  # the resolutions still count
-                return 0
-            cur.execute("UPDATE symbol_state SET status = 'ok', error = NULL, "
-                        "updated_at = now() WHERE symbol = %s", (symbol,))
-            cur.execute('DELETE FROM parked_bars WHERE symbol = %s '
-                        'RETURNING id, topic, partition, "offset", value', (symbol,))
-            held = sorted(cur.fetchall())
-        messages = [InputMessage(t, p, o, symbol.encode(), bytes(v)) for _, t, p, o, v in held]
-        writer = BatchWriter(conn, settings.processor_group, settings.max_message_bytes,
-                             record_offsets=False)
-        result = writer.apply(messages)
-        if result.dead_letters:
-            producer = Producer(producer_config(settings))
-            for dead in result.dead_letters:
-                m = dead.message
-                producer.produce(settings.dlq_topic, key=m.key, value=m.value,
-                                 headers=contracts.dlq_headers(m.topic, m.partition, m.offset,
-                                                               dead.error))
-            if producer.flush(30) > 0:
-                raise RuntimeError("could not write to the dead-letter topic; nothing changed")
-        conn.commit()
-        logger.info("symbol=%s unparked, %d held messages applied", symbol, len(messages))
-        return len(messages) - len(result.dead_letters)
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.close()
+    with connection(settings) as conn:
+        try:
+            with conn.cursor() as cur:
+                lock_symbols(cur, {symbol})  # the processors' lock first, as they take it
+                _resolve_dead_letters(cur, symbol, replayed)
+                cur.execute("SELECT status FROM symbol_state WHERE symbol = %s FOR UPDATE",
+                            (symbol,))
+                row = cur.fetchone()
+                if row is None or row[0] != "parked":
+                    conn.commit()  # the resolutions still count
+                    return 0
+                cur.execute("UPDATE symbol_state SET status = 'ok', error = NULL, "
+                            "updated_at = now() WHERE symbol = %s", (symbol,))
+                cur.execute('DELETE FROM parked_bars WHERE symbol = %s '
+                            'RETURNING id, topic, partition, "offset", value', (symbol,))
+                held = sorted(cur.fetchall())
+            messages = [InputMessage(t, p, o, symbol.encode(), bytes(v)) for _, t, p, o, v in held]
+            writer = BatchWriter(conn, settings.processor_group, settings.max_message_bytes,
+                                 record_offsets=False)
+            result = writer.apply(messages)
+            if result.dead_letters:
+                producer = Producer(producer_config(settings))
+                for dead in result.dead_letters:
+                    m = dead.message
+                    producer.produce(settings.dlq_topic, key=m.key, value=m.value,
+                                     headers=contracts.dlq_headers(m.topic, m.partition, m.offset,
+                                                                   dead.error))
+                if producer.flush(30) > 0:
+                    raise RuntimeError("could not write to the dead-letter topic; nothing changed")
+            conn.commit()
+            logger.info("symbol=%s unparked, %d held messages applied", symbol, len(messages))
+            return len(messages) - len(result.dead_letters)
+        except BaseException:
+            conn.rollback()
+            raise
 
 
 def _resolve_dead_letters(cur, symbol: str, replayed: list[DeadLetterSource]) -> None:
