@@ -1,159 +1,26 @@
 """Asset checks: stock_indicators against the trading calendar and its value rules, and the
 health of the work behind stock_prices (failed tasks, parked symbols).
 
-Each check's SQL runs over the whole table in one statement; results list a few examples, not
-every row. ``pipeline_health`` is shared with the stuck-task sensor, which reports the same
-check on every change without a run.
+The queries live in ``finpipe_manager.health``; ``pipeline_health`` is shared with the
+stuck-task sensor, which reports the same check on every change without a run.
 """
 
-
-import bisect
-import datetime as dt
-import re
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import dagster as dg
-import psycopg2.extensions
-from psycopg2 import sql
 
-from finpipe_core.calendar import trading_days
 from finpipe_dagster.assets.market_data import stock_indicators, stock_prices
 from finpipe_dagster.resources import ManagerResource, PostgresResource
+from finpipe_manager.health import (
+    EXAMPLES,
+    PipelineHealth,
+    find_calendar_gaps,
+    find_nan_after_warmup,
+    find_rsi_out_of_range,
+    pipeline_health,
+)
 
-# Examples listed in a check's metadata.
-EXAMPLES: Final = 10
-RSI_COLUMNS: Final = ("rsi_14",)
-# Publishes after which a still-open task is reported rather than sent again.
-MAX_PUBLISH_ATTEMPTS: Final = 5
 SYMBOLS_HEALTHY: Final = "symbols_healthy"
-_COLUMN_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-def _table_columns(cur: Any, table: str) -> set[str]:
-    cur.execute(
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = %s",
-        (table,),
-    )
-    return {row[0] for row in cur.fetchall()}
-
-
-# --- stock_indicators ----------------------------------------------------------------------
-
-
-def find_calendar_gaps(conn: psycopg2.extensions.connection) -> dict[str, Any]:
-    """Per symbol, sessions missing between its first and last indicator date, and stored
-    dates that are not sessions."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT symbol, min(date), max(date), count(*) FROM indicators GROUP BY symbol "
-            "ORDER BY symbol"
-        )
-        spans = cur.fetchall()
-        if not spans:
-            return {"symbols": 0, "bad": {}}
-        sessions = trading_days(min(s[1] for s in spans), max(s[2] for s in spans))
-        is_session = set(sessions)
-
-        def expected(first: dt.date, last: dt.date) -> list[dt.date]:
-            lo, hi = bisect.bisect_left(sessions, first), bisect.bisect_right(sessions, last)
-            return sessions[lo:hi]
-
-        # Cheap test first: a symbol is clean if its row count equals the sessions between its
-        # first and last date, both ends being sessions (the PK rules out duplicates).
-        suspects = [
-            symbol
-            for symbol, first, last, rows in spans
-            if rows != len(expected(first, last))
-            or first not in is_session
-            or last not in is_session
-        ]
-        bad: dict[str, dict[str, Any]] = {}
-        if suspects:
-            cur.execute(
-                "SELECT symbol, array_agg(date ORDER BY date) FROM indicators "
-                "WHERE symbol = ANY(%s) GROUP BY symbol ORDER BY symbol",
-                (suspects,),
-            )
-            for symbol, dates in cur.fetchall():
-                stored = set(dates)
-                missing = [d for d in expected(dates[0], dates[-1]) if d not in stored]
-                extra = sorted(d for d in stored if d not in is_session)
-                if missing or extra:
-                    bad[symbol] = {
-                        "missing": len(missing),
-                        "first_missing": [d.isoformat() for d in missing[:EXAMPLES]],
-                        "not_sessions": [d.isoformat() for d in extra[:EXAMPLES]],
-                    }
-    return {"symbols": len(spans), "bad": bad}
-
-
-def find_rsi_out_of_range(conn: psycopg2.extensions.connection) -> dict[str, Any]:
-    """Rows whose RSI is outside [0, 100] (NaN and NULL are the warm-up check's business)."""
-    with conn, conn.cursor() as cur:
-        columns = [c for c in RSI_COLUMNS if c in _table_columns(cur, "indicators")]
-        bad: dict[str, int] = {}
-        examples: list[str] = []
-        for column in columns:
-            col = sql.Identifier(column)
-            cur.execute(
-                sql.SQL(
-                    "SELECT symbol, date, {col} FROM indicators WHERE {col} <> 'NaN' "
-                    "AND ({col} < 0 OR {col} > 100) ORDER BY symbol, date"
-                ).format(col=col)
-            )
-            rows = cur.fetchall()
-            if rows:
-                bad[column] = len(rows)
-                examples += [f"{s} {d} {column}={v}" for s, d, v in rows[:EXAMPLES]]
-    return {"columns": columns, "bad": bad, "examples": examples}
-
-
-def find_nan_after_warmup(
-    conn: psycopg2.extensions.connection, lookback: dict[str, int]
-) -> dict[str, Any]:
-    """Per column, rows at or after the column's warm-up (its lookback, counted in rows from
-    each symbol's first indicator row) whose value is NULL or NaN."""
-    with conn, conn.cursor() as cur:
-        present = _table_columns(cur, "indicators")
-        columns = {c: n for c, n in lookback.items() if c in present and _COLUMN_RE.match(c)}
-        missing_columns = sorted(set(lookback) - present)
-        if not columns:
-            return {"bad": {}, "examples": [], "missing_columns": missing_columns}
-        counts = sql.SQL(", ").join(
-            sql.SQL("count(*) FILTER (WHERE idx >= {n} AND ({c} IS NULL OR {c} = 'NaN'))").format(
-                n=sql.Literal(n), c=sql.Identifier(c)
-            )
-            for c, n in columns.items()
-        )
-        cur.execute(
-            sql.SQL(
-                "SELECT symbol, {counts} FROM (SELECT *, row_number() OVER "
-                "(PARTITION BY symbol ORDER BY date) - 1 AS idx FROM indicators) AS t "
-                "GROUP BY symbol ORDER BY symbol"
-            ).format(counts=counts)
-        )
-        bad: dict[str, int] = {}
-        examples: list[str] = []
-        for symbol, *values in cur.fetchall():
-            for column, value in zip(columns, values, strict=True):
-                if value:
-                    bad[column] = bad.get(column, 0) + value
-                    if len(examples) < EXAMPLES:
-                        examples.append(f"{symbol} {column}: {value} rows")
-    return {"bad": bad, "examples": examples, "missing_columns": missing_columns}
-
-
-def find_duplicate_rows(conn: psycopg2.extensions.connection) -> dict[str, Any]:
-    """(symbol, date) pairs stored more than once."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT symbol, date, count(*) FROM indicators GROUP BY symbol, date "
-            "HAVING count(*) > 1 ORDER BY symbol, date"
-        )
-        rows = cur.fetchall()
-    return {"duplicates": len(rows), "examples": [f"{s} {d} x{n}" for s, d, n in rows[:EXAMPLES]]}
 
 
 @dg.asset_check(asset=stock_indicators.key, name="no_calendar_gaps", blocking=False)
@@ -206,99 +73,15 @@ def no_nan_after_warmup(postgres: PostgresResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=stock_indicators.key, name="no_duplicate_rows", blocking=False)
-def no_duplicate_rows(postgres: PostgresResource) -> dg.AssetCheckResult:
-    """Each (symbol, date) is stored once."""
-    with postgres.connection() as conn:
-        found = find_duplicate_rows(conn)
-    return dg.AssetCheckResult(
-        passed=found["duplicates"] == 0,
-        metadata={
-            "duplicates": dg.MetadataValue.int(found["duplicates"]),
-            "examples": dg.MetadataValue.json(found["examples"]),
-        },
-    )
-
-
 # --- stock_prices: the work behind it ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineHealth:
-    """Failed tasks, parked or failed symbols, and tasks stuck past their last publish."""
-
-    failed_tasks: int = 0
-    failed_examples: list[dict[str, str]] = field(default_factory=list)
-    unhealthy_symbols: list[dict[str, str]] = field(default_factory=list)
-    stuck_tasks: int = 0
-    stuck_examples: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not (self.failed_tasks or self.unhealthy_symbols or self.stuck_tasks)
-
-    def metadata(self) -> dict[str, dg.MetadataValue]:
-        return {
-            "failed_tasks": dg.MetadataValue.int(self.failed_tasks),
-            "failed_examples": dg.MetadataValue.json(self.failed_examples),
-            "unhealthy_symbols": dg.MetadataValue.int(len(self.unhealthy_symbols)),
-            "symbols": dg.MetadataValue.json(self.unhealthy_symbols[:50]),
-            "stuck_tasks": dg.MetadataValue.int(self.stuck_tasks),
-            "stuck_examples": dg.MetadataValue.json(self.stuck_examples),
-        }
-
-    def fingerprint(self) -> str:
-        """Changes whenever what the check would report changes."""
-        parts = [
-            str(self.failed_tasks),
-            *(e["task_id"] for e in self.failed_examples),
-            *(f"{s['symbol']}={s['status']}" for s in self.unhealthy_symbols),
-            str(self.stuck_tasks),
-        ]
-        return "|".join(parts)
-
-
-def pipeline_health(
-    conn: psycopg2.extensions.connection,
-    *,
-    timeout: dt.timedelta,
-    max_attempts: int = MAX_PUBLISH_ATTEMPTS,
-) -> PipelineHealth:
-    """Failed tasks not since superseded by a finished task of the same range, symbols whose
-    state is parked or failed, and open tasks past ``timeout`` published ``max_attempts``
-    times already."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT f.task_id, f.symbol, f.start_date, f.end_date, coalesce(f.error, '') "
-            "FROM tasks f WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM tasks t "
-            "WHERE t.symbol = f.symbol AND t.status IN ('done', 'no_data') "
-            "AND t.start_date <= f.start_date AND t.end_date >= f.end_date) "
-            "ORDER BY f.updated_at DESC, f.task_id"
-        )
-        failed = cur.fetchall()
-        cur.execute(
-            "SELECT s.symbol, s.status, coalesce(s.error, '') FROM symbol_state s "
-            "JOIN symbols y ON y.symbol = s.symbol AND y.active "
-            "WHERE s.status <> 'ok' ORDER BY s.symbol"
-        )
-        unhealthy = cur.fetchall()
-        cur.execute(
-            "SELECT task_id FROM tasks WHERE status IN ('pending', 'published') "
-            "AND attempts >= %s AND COALESCE(published_at, created_at) < now() - %s "
-            "ORDER BY task_id",
-            (max_attempts, timeout),
-        )
-        stuck = [row[0] for row in cur.fetchall()]
-    return PipelineHealth(
-        failed_tasks=len(failed),
-        failed_examples=[
-            {"task_id": t, "symbol": s, "range": f"{a}..{b}", "error": e[:200]}
-            for t, s, a, b, e in failed[:EXAMPLES]
-        ],
-        unhealthy_symbols=[{"symbol": s, "status": st, "error": e[:200]} for s, st, e in unhealthy],
-        stuck_tasks=len(stuck),
-        stuck_examples=stuck[:EXAMPLES],
-    )
+def health_metadata(health: PipelineHealth) -> dict[str, dg.MetadataValue]:
+    """The check's metadata: counts as ints, examples as JSON."""
+    return {
+        key: dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.json(value)
+        for key, value in health.summary().items()
+    }
 
 
 @dg.asset_check(asset=stock_prices.key, name=SYMBOLS_HEALTHY, blocking=False)
@@ -306,8 +89,8 @@ def symbols_healthy(postgres: PostgresResource, manager: ManagerResource) -> dg.
     """No failed task, parked or failed symbol, or task stuck after repeated publishes."""
     with postgres.connection() as conn:
         health = pipeline_health(conn, timeout=manager.task_timeout)
-    return dg.AssetCheckResult(passed=health.passed, metadata=health.metadata())
+    return dg.AssetCheckResult(passed=health.passed, metadata=health_metadata(health))
 
 
-indicator_checks: Final = [no_calendar_gaps, rsi_in_range, no_nan_after_warmup, no_duplicate_rows]
+indicator_checks: Final = [no_calendar_gaps, rsi_in_range, no_nan_after_warmup]
 all_checks: Final = [*indicator_checks, symbols_healthy]

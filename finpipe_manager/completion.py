@@ -24,8 +24,9 @@ from typing import Any, Final
 import pandas as pd
 import psycopg2.extensions
 
+from finpipe_core import tasks
 from finpipe_core.calendar import get_calendar, trading_days
-from finpipe_manager.outbox import FINISHED_STATUSES, DateRange, merge_ranges
+from finpipe_manager.outbox import DateRange, merge_ranges
 
 CURSOR_VERSION: Final = 1
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -135,25 +136,16 @@ def evaluate_completion(
     with conn, conn.cursor() as cur:
         cur.execute("SELECT now() - %s", (settle,))
         cutoff = cur.fetchone()[0]
-        cur.execute(
-            "SELECT task_id, start_date, end_date, completed_at FROM tasks "
-            "WHERE status = ANY(%(finished)s) AND completed_at IS NOT NULL "
-            "AND completed_at <= %(cutoff)s AND (completed_at, task_id) > (%(ts)s, %(tid)s) "
-            "ORDER BY completed_at, task_id LIMIT %(limit)s",
-            {
-                "finished": list(FINISHED_STATUSES),
-                "cutoff": cutoff,
-                "ts": cursor.completed_at,
-                "tid": cursor.task_id,
-                "limit": max_tasks,
-            },
+        newly_finished = tasks.finished_after(
+            cur, (cursor.completed_at, cursor.task_id), cutoff, max_tasks
         )
-        tasks = cur.fetchall()
-        after = (tasks[-1][3], tasks[-1][0]) if tasks else (cursor.completed_at, cursor.task_id)
-        candidates = merge_ranges([*cursor.todo, *((t[1], t[2]) for t in tasks)])
+        after = (cursor.completed_at, cursor.task_id)
+        if newly_finished:
+            after = (newly_finished[-1][3], newly_finished[-1][0])
+        candidates = merge_ranges([*cursor.todo, *((t[1], t[2]) for t in newly_finished)])
         if first_date is not None:
             candidates = [(max(lo, first_date), hi) for lo, hi in candidates if hi >= first_date]
-        done = CompletionTick([], CompletionCursor(*after, ()), len(tasks), candidates)
+        done = CompletionTick([], CompletionCursor(*after, ()), len(newly_finished), candidates)
         if not candidates:
             return done
         lo, hi = candidates[0][0], candidates[-1][1]
@@ -161,15 +153,10 @@ def evaluate_completion(
         active = [row[0] for row in cur.fetchall()]
         if not active:
             return done
-        cur.execute(
-            "SELECT t.symbol, t.start_date, t.end_date, t.completed_at FROM tasks t "
-            "JOIN symbols s ON s.symbol = t.symbol AND s.active "
-            "WHERE t.status = ANY(%s) AND (t.completed_at, t.task_id) <= (%s, %s) "
-            "AND t.end_date >= %s AND t.start_date <= %s",
-            (list(FINISHED_STATUSES), *after, lo, hi),
-        )
         finished: dict[str, list[tuple[dt.date, dt.date, dt.datetime]]] = defaultdict(list)
-        for symbol, start, end, completed_at in cur.fetchall():
+        for symbol, start, end, completed_at in tasks.finished_of_active_symbols(
+            cur, after, lo, hi
+        ):
             finished[symbol].append((start, end, completed_at))
         complete = list(candidates)
         for symbol in active:
@@ -199,7 +186,7 @@ def evaluate_completion(
         )
         for d in report
     ]
-    return CompletionTick(result, CompletionCursor(*after, todo), len(tasks), candidates)
+    return CompletionTick(result, CompletionCursor(*after, todo), len(newly_finished), candidates)
 
 
 def _finished_at(

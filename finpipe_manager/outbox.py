@@ -32,6 +32,7 @@ import psycopg2.extensions
 from confluent_kafka import Producer as KafkaProducer
 from psycopg2.extras import execute_values
 
+from finpipe_core import tasks
 from finpipe_core.calendar import trading_days
 from finpipe_core.contracts import SCHEMA_VERSION, FetchTask, encode, make_task_id, validate_symbol
 from finpipe_core.exceptions import RetriableError
@@ -56,8 +57,6 @@ FLUSH_TIMEOUT_S: Final = 30.0
 PUBLISH_BATCH: Final = 5_000
 # About one trading year per task by default (settings.max_sessions_per_task overrides it).
 DEFAULT_MAX_SESSIONS: Final = 252
-FINISHED_STATUSES: Final = ("done", "no_data")
-OPEN_STATUSES: Final = ("pending", "published")
 
 
 class Producer(Protocol):
@@ -207,20 +206,6 @@ def _in_transaction(conn: psycopg2.extensions.connection, work: Callable[[Any], 
     raise AssertionError("unreachable")
 
 
-def _covered_ranges(cur: Any, symbols: Sequence[str], start: dt.date, end: dt.date
-                    ) -> dict[str, list[DateRange]]:
-    """Per symbol, the ranges of its tasks (failed ones excepted) overlapping start..end."""
-    covered: dict[str, list[DateRange]] = {s: [] for s in symbols}
-    cur.execute(
-        "SELECT symbol, start_date, end_date FROM tasks WHERE symbol = ANY(%s) "
-        "AND status <> 'failed' AND end_date >= %s AND start_date <= %s",
-        (list(symbols), start, end),
-    )
-    for symbol, lo, hi in cur.fetchall():
-        covered[symbol].append((lo, hi))
-    return covered
-
-
 def uncovered_tasks(
     conn: psycopg2.extensions.connection,
     symbols: Sequence[str],
@@ -234,7 +219,7 @@ def uncovered_tasks(
     if not sessions or not symbols:
         return []
     with conn.cursor() as cur:
-        covered = _covered_ranges(cur, sorted(set(symbols)), start, end)
+        covered = tasks.covered_ranges(cur, sorted(set(symbols)), start, end)
     conn.rollback()
     return [(symbol, lo, hi) for symbol in sorted(covered)
             for lo, hi in plan_symbol_ranges(sessions, start, end, covered[symbol],
@@ -283,7 +268,7 @@ def enqueue_tasks(
         if missing:
             raise ValueError(f"symbols not in the universe table: {sorted(missing)[:10]}")
         covered = (
-            {s: [] for s in wanted} if force else _covered_ranges(cur, wanted, start, end)
+            {s: [] for s in wanted} if force else tasks.covered_ranges(cur, wanted, start, end)
         )
         planned = [
             build_task(symbol, lo, hi, requested_by=requested_by, force=force)
@@ -296,21 +281,12 @@ def enqueue_tasks(
             return []
         # A planned id can only exist already as a failed task (coverage skips the others):
         # asking for its range again revives it.
-        inserted = execute_values(
-            cur,
-            "INSERT INTO tasks (task_id, symbol, start_date, end_date, force, requested_by) "
-            "VALUES %s ON CONFLICT (task_id) DO UPDATE SET status = 'pending', attempts = 0, "
-            "error = NULL, requested_by = EXCLUDED.requested_by, published_at = NULL, "
-            "completed_at = NULL, bars = 0, updated_at = now() WHERE tasks.status = 'failed' "
-            "RETURNING task_id",
-            [(t.task_id, t.symbol, t.start, t.end, t.force, t.requested_by) for t in planned],
-            fetch=True,
-            page_size=1000,
+        stored = tasks.insert_pending(
+            cur, [(t.task_id, t.symbol, t.start, t.end, t.force, t.requested_by) for t in planned]
         )
-        stored = {row[0] for row in inserted}
-        tasks = [t for t in planned if t.task_id in stored]
+        new_tasks = [t for t in planned if t.task_id in stored]
         bounds: dict[str, DateRange] = {}
-        for t in tasks:
+        for t in new_tasks:
             lo, hi = bounds.get(t.symbol, (t.start, t.end))
             bounds[t.symbol] = (min(lo, t.start), max(hi, t.end))
         if bounds:
@@ -323,14 +299,14 @@ def enqueue_tasks(
                 [(s, lo, hi) for s, (lo, hi) in sorted(bounds.items())],
                 template="(%s, %s::date, %s::date)",
             )
-        return tasks
+        return new_tasks
 
-    tasks: list[FetchTask] = _in_transaction(conn, work)
+    enqueued: list[FetchTask] = _in_transaction(conn, work)
     logger.info(
         "outbox enqueued tasks=%d symbols=%d start=%s end=%s force=%s requested_by=%s",
-        len(tasks), len({t.symbol for t in tasks}), start, end, force, requested_by,
+        len(enqueued), len({t.symbol for t in enqueued}), start, end, force, requested_by,
     )
-    return tasks
+    return enqueued
 
 
 # --- Publishing ----------------------------------------------------------------------------
@@ -340,18 +316,16 @@ def _publish_claimed(
     conn: psycopg2.extensions.connection,
     producer: Producer,
     topic: str,
-    claim_sql: str,
-    params: dict[str, Any],
+    claim: Callable[[Any], list[tuple]],
     flush_timeout: float,
 ) -> PublishReport:
-    """Claim rows with ``claim_sql`` (FOR UPDATE SKIP LOCKED), produce them, and mark the
+    """Claim rows with ``claim`` (a ``tasks.claim_*`` query), produce them, and mark the
     delivered ones published, all in one transaction so no other publisher sends them too."""
     delivered: list[str] = []
     failed: dict[str, str] = {}
 
     def work(cur: Any) -> None:
-        cur.execute(claim_sql, params)
-        rows = cur.fetchall()
+        rows = claim(cur)
         if not rows:
             return
         for task_id, symbol, start, end, force, requested_by in rows:
@@ -379,12 +353,7 @@ def _publish_claimed(
             if task_id not in delivered and task_id not in failed:
                 failed[task_id] = f"no delivery report within {flush_timeout}s"
         if delivered:
-            cur.execute(
-                "UPDATE tasks SET status = 'published', attempts = attempts + 1, "
-                "published_at = now(), updated_at = now() "
-                "WHERE task_id = ANY(%s) AND status IN ('pending', 'published')",
-                (delivered,),
-            )
+            tasks.mark_published(cur, delivered)
 
     # No retry here: a retried claim would produce the same messages a second time. A failed
     # transaction leaves the rows pending for the next pass.
@@ -430,15 +399,9 @@ def publish_pending(
             conn,
             producer,
             topic,
-            "SELECT task_id, symbol, start_date, end_date, force, requested_by FROM tasks "
-            "WHERE status = 'pending' AND (%(ids)s::text[] IS NULL OR task_id = ANY(%(ids)s)) "
-            "AND NOT (task_id = ANY(%(skip)s)) "
-            "ORDER BY created_at, task_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
-            {
-                "ids": list(task_ids) if task_ids is not None else None,
-                "skip": list(failed),
-                "limit": batch_size,
-            },
+            lambda cur: tasks.claim_pending(
+                cur, task_ids=task_ids, skip=list(failed), limit=batch_size
+            ),
             flush_timeout,
         )
         published += report.published
@@ -470,13 +433,9 @@ def republish_stale(
         conn,
         producer,
         topic,
-        "SELECT task_id, symbol, start_date, end_date, force, requested_by FROM tasks "
-        "WHERE status IN ('pending', 'published') "
-        "AND COALESCE(published_at, created_at) < now() - %(age)s "
-        "AND (%(max_attempts)s::int IS NULL OR attempts < %(max_attempts)s) "
-        "ORDER BY COALESCE(published_at, created_at), task_id LIMIT %(limit)s "
-        "FOR UPDATE SKIP LOCKED",
-        {"age": older_than, "max_attempts": max_attempts, "limit": limit},
+        lambda cur: tasks.claim_stale(
+            cur, older_than=older_than, max_attempts=max_attempts, limit=limit
+        ),
         flush_timeout,
     )
     if report.published:
@@ -504,14 +463,14 @@ def emit_tasks(
     :param before_publish: called with the committed tasks before publishing; an exception
         from it leaves them pending (the crash window the outbox exists for).
     """
-    tasks = enqueue_tasks(
+    enqueued = enqueue_tasks(
         conn, symbols, start, end, requested_by=requested_by, force=force,
         max_sessions=max_sessions,
     )
     if before_publish is not None:
-        before_publish(tasks)
+        before_publish(enqueued)
     report = publish_pending(conn, producer, topic, flush_timeout=flush_timeout)
-    return EmitReport(tasks=tasks, publish=report)
+    return EmitReport(tasks=enqueued, publish=report)
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
+from finpipe_core import tasks
 from finpipe_core.db import connection
 from finpipe_core.kafka import consumer_config
 from finpipe_core.settings import Settings
@@ -35,11 +36,10 @@ def symbol_summaries(settings: Settings, symbols: list[str] | None = None) -> li
     """One row per active symbol (or per ``symbols``): stored range, latest values, status."""
     with connection(settings) as conn, conn.cursor() as cur:
         cur.execute(
-            """
+            f"""
                 SELECT s.symbol, p.first_date, p.last_date, coalesce(p.bars, 0),
                        lp.close, li.rsi_14, li.macd, coalesce(st.status, 'ok'),
-                       (SELECT count(*) FROM tasks t WHERE t.symbol = s.symbol
-                          AND t.status IN ('pending', 'published', 'fetched'))
+                       {tasks.OPEN_TASKS_OF_SYMBOL_SQL}
                   FROM symbols s
                   LEFT JOIN symbol_state st USING (symbol)
                   LEFT JOIN LATERAL (SELECT min(date) AS first_date, max(date) AS last_date,
@@ -78,11 +78,8 @@ def expected_bars(settings: Settings) -> int:
     from finpipe_core.calendar import trading_days
 
     with connection(settings) as conn, conn.cursor() as cur:
-        cur.execute("SELECT start_date, end_date FROM tasks "
-                    "WHERE status IN ('pending', 'published', 'fetched')")
-        open_sessions = sum(len(trading_days(a, b)) for a, b in cur.fetchall())
-        cur.execute("SELECT coalesce(sum(bars), 0) FROM tasks WHERE status = 'done'")
-        return int(cur.fetchone()[0]) + open_sessions
+        open_sessions = sum(len(trading_days(a, b)) for a, b in tasks.open_ranges(cur))
+        return tasks.done_bars(cur) + open_sessions
 
 
 def stored_bars(settings: Settings) -> int:

@@ -15,9 +15,10 @@ from typing import Final
 
 import dagster as dg
 
-from finpipe_dagster.checks import MAX_PUBLISH_ATTEMPTS, SYMBOLS_HEALTHY, pipeline_health
+from finpipe_dagster.checks import SYMBOLS_HEALTHY, health_metadata
 from finpipe_dagster.constants import STOCK_PRICES
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
+from finpipe_manager.health import MAX_PUBLISH_ATTEMPTS, pipeline_health
 from finpipe_manager.outbox import republish_stale
 
 # Tasks republished per tick: one tick stays well under a minute even on a slow broker.
@@ -84,7 +85,7 @@ def build_stuck_tasks_sensor(
                     asset_key=dg.AssetKey(STOCK_PRICES),
                     check_name=SYMBOLS_HEALTHY,
                     passed=health.passed,
-                    metadata=health.metadata(),
+                    metadata=health_metadata(health),
                     severity=dg.AssetCheckSeverity.ERROR,
                 )
             )

@@ -13,6 +13,7 @@ fuzzgen.py, seeded), bad ones mixed with valid ones.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from collections import Counter
@@ -102,6 +103,12 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
     agent, processor = pipe.start("agent"), pipe.start("processor")
     wait_log(agent, "assigned partitions")
     wait_log(processor, "assigned [")
+    # The manager stores a task before publishing it; processors only move stored tasks on.
+    good_bar_tasks = {(b["task_id"], b["symbol"], dt.date.fromisoformat(b["start"]),
+                       dt.date.fromisoformat(b["end"]))
+                      for b in (json.loads(m.value) for m in good_bars)}
+    pipe.register_tasks([(contracts.make_task_id(*m.task), *m.task) for m in good_tasks]
+                        + sorted(good_bar_tasks))
     t_produce = time.monotonic()
     task_where = _produce(s, s.tasks_topic, task_msgs)
     data_where = _produce(s, s.data_topic, data_msgs)

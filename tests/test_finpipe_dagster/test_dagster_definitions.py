@@ -64,7 +64,6 @@ class TestDefinitions:
             "no_calendar_gaps",
             "rsi_in_range",
             "no_nan_after_warmup",
-            "no_duplicate_rows",
             "symbols_healthy",
         }
 

@@ -14,19 +14,20 @@ from psycopg2.extras import execute_values
 from finpipe_core.calendar import trading_days
 from finpipe_core.indicators import INDICATOR_COLUMNS, LOOKBACK
 from finpipe_dagster.checks import (
-    find_calendar_gaps,
-    find_duplicate_rows,
-    find_nan_after_warmup,
-    find_rsi_out_of_range,
     no_calendar_gaps,
     no_nan_after_warmup,
-    pipeline_health,
     rsi_in_range,
     symbols_healthy,
 )
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
 from finpipe_dagster.sensors import build_stuck_tasks_sensor
+from finpipe_manager.health import (
+    find_calendar_gaps,
+    find_nan_after_warmup,
+    find_rsi_out_of_range,
+    pipeline_health,
+)
 from finpipe_manager.outbox import enqueue_tasks
 from finpipe_manager.universe import load_universe, sync_universe
 
@@ -76,11 +77,10 @@ class TestIndicatorChecks:
         assert find_calendar_gaps(clean_db) == {"symbols": 2, "bad": {}}
         assert find_rsi_out_of_range(clean_db)["bad"] == {}
         assert find_nan_after_warmup(clean_db, LOOKBACK)["bad"] == {}
-        assert find_duplicate_rows(clean_db)["duplicates"] == 0
         result = defs.resolve_job_def("market_data_checks_job").execute_in_process()
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name for e in evaluations} == {
-            "no_calendar_gaps", "rsi_in_range", "no_nan_after_warmup", "no_duplicate_rows",
+            "no_calendar_gaps", "rsi_in_range", "no_nan_after_warmup",
             "symbols_healthy",
         }
         assert all(e.passed for e in evaluations)

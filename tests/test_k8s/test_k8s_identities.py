@@ -21,7 +21,7 @@ import yaml
 from finpipe_core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-# The group role each process kind's login must be in (migration 0003_roles).
+# The group role each process kind's login must be in (migration 0004_roles).
 GROUP_OF = {
     "agent": "finpipe_agent",
     "processor": "finpipe_processor",
@@ -92,7 +92,7 @@ def test_the_owner_can_run_migration_0003_without_createrole(cnpg_roles, cnpg_do
     assert "finpipe_agent" in owner["inRoles"]
     assert not owner.get("createrole") and not owner.get("superuser")
     assert owner["passwordSecret"]["name"] == initdb["secret"]["name"]
-    migration = (REPO / "finpipe_core/db/migrations/0003_roles.sql").read_text()
+    migration = (REPO / "finpipe_core/db/migrations/0004_roles.sql").read_text()
     assert "OWNER TO finpipe_agent" in migration
 
 

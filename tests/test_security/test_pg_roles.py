@@ -1,4 +1,4 @@
-"""PostgreSQL least privilege (migration 0003_roles): each group role can do exactly what its
+"""PostgreSQL least privilege (migration 0004_roles): each group role can do exactly what its
 process does, through finpipe's own code, and is refused everything else with
 ``InsufficientPrivilege``.
 
@@ -137,7 +137,7 @@ def test_group_roles_cannot_log_in_or_administer(secure_db):
 def test_migration_0003_is_idempotent(secure_db):
     """Roles are cluster-wide: running the migration again (as for every scratch database of
     the tests, or twice by hand) changes nothing and raises nothing."""
-    text = (MIGRATIONS_DIR / "0003_roles.sql").read_text()
+    text = (MIGRATIONS_DIR / "0004_roles.sql").read_text()
     conn = secure_db.connect("owner")
     with conn.cursor() as cur:
         cur.execute(text)
@@ -170,7 +170,7 @@ def test_migrations_run_as_an_owner_without_createrole(local_stack):
         with admin.cursor() as cur:
             cur.execute(sql.SQL("GRANT finpipe_agent TO {}").format(sql.Identifier(owner)))
         applied = apply_migrations(settings)
-        assert "0003_roles" in applied
+        assert "0004_roles" in applied
     finally:
         with admin.cursor() as cur:
             cur.execute(
@@ -221,19 +221,17 @@ def test_manager_runs_the_outbox_universe_and_checks(secure_db):
     sync_universe(conn, entries[:1])  # deactivates MGRB: UPDATE symbols
 
     # What the Dagster sensors and asset checks read.
-    from finpipe_dagster.checks import (
+    from finpipe_manager.completion import CompletionCursor, evaluate_completion
+    from finpipe_manager.health import (
         find_calendar_gaps,
-        find_duplicate_rows,
         find_nan_after_warmup,
         find_rsi_out_of_range,
         pipeline_health,
     )
-    from finpipe_manager.completion import CompletionCursor, evaluate_completion
 
     find_calendar_gaps(conn)
     find_rsi_out_of_range(conn)
     find_nan_after_warmup(conn, {"rsi_14": 14})
-    find_duplicate_rows(conn)
     pipeline_health(conn, timeout=dt.timedelta(hours=1))
     evaluate_completion(conn, CompletionCursor())
 
@@ -312,12 +310,13 @@ def test_processor_cannot_change_requests_universe_or_delete_data(secure_db):
     _denied(conn, "TRUNCATE indicators")
     _denied(conn, "CREATE TABLE public.processor_probe (x int)")
     _denied(conn, "ALTER TABLE prices ADD COLUMN x int")
-    # What it may write on tasks: its own result columns.
-    _allowed(
+    # Tasks are the manager's: a processor moves one forward, never creates one.
+    _denied(
         conn,
         "INSERT INTO tasks (task_id, symbol, start_date, end_date, status, bars) "
         "VALUES ('p', 'PRCA', '2020-01-02', '2020-01-02', 'done', 1)",
     )
+    _allowed(conn, "UPDATE tasks SET status = 'done', bars = 1, completed_at = now()")
 
 
 # --- agent -----------------------------------------------------------------------------------
@@ -510,7 +509,7 @@ def test_cloudnative_pg_managed_roles_migrate_and_each_login_does_its_job(local_
         owner = local_stack.model_copy(
             update={"pg_user": rename[owner_name], "pg_database": database}
         )
-        assert "0003_roles" in apply_migrations(owner)
+        assert "0004_roles" in apply_migrations(owner)
 
         # Each login is a member of exactly one finpipe group role: its process kind.
         kinds: dict[str, str] = {}

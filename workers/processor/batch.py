@@ -35,7 +35,7 @@ import numpy as np
 import psycopg2.extras
 from psycopg2.extensions import connection as Connection
 
-from finpipe_core import contracts
+from finpipe_core import contracts, tasks
 from finpipe_core.contracts import BarBatch
 from finpipe_core.db.bulk import pack_rows, upsert_rows
 from finpipe_core.exceptions import ContractError
@@ -97,21 +97,6 @@ class SymbolState:
 
 
 @dataclass
-class TaskUpdate:
-    """A task's status after this batch; ``reset`` when its first chunk is in the batch."""
-
-    task_id: str
-    symbol: str
-    start: dt.date
-    end: dt.date
-    reset: bool
-    bars: int = 0
-    status: str = "fetched"
-    error: str | None = None
-    final: bool = False
-
-
-@dataclass
 class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -137,7 +122,8 @@ class BatchWriter:
         self._prices: list[bytes] = []
         self._indicators: list[bytes] = []
         self._dirty: set[str] = set()
-        self._tasks: dict[str, TaskUpdate] = {}
+        self._tasks: dict[str, tasks.TaskResult] = {}
+        self._task_symbols: set[str] = set()
         self._progress: dict[str, dt.date | str] = {}  # last processed date, or failure reason
 
     # -- entry point ------------------------------------------------------------------------
@@ -409,18 +395,19 @@ class BatchWriter:
     def _record_task(self, batch: BarBatch) -> None:
         """Buffer the task's status and the symbol's progress (written by ``_save_tasks``)."""
         last_chunk = batch.chunk == batch.chunks - 1
-        status = {"ok": "done" if last_chunk else "fetched"}.get(batch.status, batch.status)
+        status = tasks.result_status(batch.status, last_chunk)
         task = self._tasks.get(batch.task_id)
         if task is None or batch.chunk == 0:  # chunk 0: a (re)delivery starts the count anew
-            task = self._tasks[batch.task_id] = TaskUpdate(
-                batch.task_id, batch.symbol, batch.start, batch.end, reset=batch.chunk == 0)
+            task = self._tasks[batch.task_id] = tasks.TaskResult(
+                batch.task_id, reset=batch.chunk == 0)
+        self._task_symbols.add(batch.symbol)
         task.bars += len(batch.dates)
         task.status, task.error, task.final = status, batch.reason, last_chunk
-        if status in ("done", "no_data"):
+        if status in tasks.FINISHED:
             previous = self._progress.get(batch.symbol)
             done = max(batch.end, previous) if isinstance(previous, dt.date) else batch.end
             self._progress[batch.symbol] = done
-        elif status == "failed":
+        elif status is tasks.TaskStatus.FAILED:
             self._progress[batch.symbol] = batch.reason or "failed"
 
     def _save_tasks(self) -> None:
@@ -428,28 +415,17 @@ class BatchWriter:
         if not self._tasks:
             return
         cur = self.cur
-        symbols = sorted({t.symbol for t in self._tasks.values()})
+        symbols = sorted(self._task_symbols)
         cur.execute(
             "INSERT INTO symbols (symbol, active) SELECT unnest(%s::text[]), false "
             "ON CONFLICT DO NOTHING; "
             "INSERT INTO symbol_state (symbol) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (symbols, symbols),
         )
-        for reset, bars_sql in ((True, "EXCLUDED.bars"), (False, "t.bars + EXCLUDED.bars")):
-            rows = [(t.task_id, t.symbol, t.start, t.end, t.status, t.bars, t.error, t.final)
-                    for t in self._tasks.values() if t.reset is reset]
-            if rows:
-                psycopg2.extras.execute_values(
-                    cur,
-                    "INSERT INTO tasks AS t (task_id, symbol, start_date, end_date, status, bars, "
-                    "  error, completed_at) SELECT v.id, v.symbol, v.s::date, v.e::date, "
-                    "  v.status, v.bars, v.error, CASE WHEN v.final THEN clock_timestamp() END "
-                    "FROM (VALUES %s) AS v (id, symbol, s, e, status, bars, error, final) "
-                    f"ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, "
-                    f"  bars = {bars_sql}, error = EXCLUDED.error, "
-                    "  completed_at = EXCLUDED.completed_at, updated_at = now()",
-                    rows,
-                )
+        known = tasks.record_results(cur, list(self._tasks.values()))
+        if known < len(self._tasks):
+            logger.warning("results of %d tasks the manager never created: bars stored, "
+                           "no task status recorded", len(self._tasks) - known)
         done = [(sym, p) for sym, p in self._progress.items() if isinstance(p, dt.date)]
         failed = [(sym, p) for sym, p in self._progress.items() if isinstance(p, str)]
         if done:
@@ -471,6 +447,7 @@ class BatchWriter:
             )
         self._progress.clear()
         self._tasks.clear()
+        self._task_symbols.clear()
     def _dead_letter(self, msg: InputMessage, exc: Exception, result: BatchResult,
                      symbol: str | None) -> None:
         logger.warning("dead letter %s[%d]@%d symbol=%s error=%s", msg.topic, msg.partition,

@@ -1,4 +1,4 @@
--- depends: 0003_roles 0003_indicator_state_binary
+-- depends: 0004_roles 0003_indicator_state_binary
 -- What happened to each dead letter, keyed by where its message came from (the DLQ record's
 -- finpipe.source.* headers). The processor records the ones it writes as 'open' in the same
 -- transaction that parks the symbol; `finpipe unpark` marks a symbol's open ones 'skipped' and
