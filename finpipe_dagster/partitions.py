@@ -42,7 +42,8 @@ def non_session_weekdays(start: dt.date, end: dt.date, exchange: str = EXCHANGE)
     return [d for d in days if d.weekday() < 5 and d not in sessions]
 
 
-def _parse_start(start: dt.date | str | None) -> dt.date:
+def first_partition_date(start: dt.date | str | None = None) -> dt.date:
+    """``start`` as a date; FINPIPE_PARTITIONS_START if None."""
     if start is None:
         start = Settings().partitions_start
     if isinstance(start, str):
@@ -61,7 +62,7 @@ def build_trading_day_partitions(
     :param start: first partition; settings.partitions_start (FINPIPE_PARTITIONS_START) if None.
     :raises CalendarRangeError: ``start`` is outside the trading calendar (no silent clamp).
     """
-    first = _parse_start(start)
+    first = first_partition_date(start)
     try:
         require_covered(first, exchange)
     except CalendarRangeError as exc:

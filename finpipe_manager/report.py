@@ -95,6 +95,9 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Here, not at the top: the engine (TA-Lib, numba) loads only when a chart is drawn.
+    from finpipe_core.indicators import split_events, split_factors
+
     with connection(settings) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT p.date, p.close, p.splits, i.bb_upper, i.bb_middle, i.bb_lower, "
@@ -109,10 +112,7 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
     cols = np.array([[np.nan if v is None else v for v in r[1:]] for r in rows], dtype=float).T
     close, splits = cols[0], cols[1]
     # Indicators run on split-adjusted prices; plot the close on the same basis.
-    factor = np.ones(len(close))
-    for i in np.flatnonzero((splits > 0) & (splits != 1)):
-        factor[:i] *= splits[i]
-    close = close / factor
+    close = close / split_factors(dates, split_events(dates, splits))
 
     fig, (ax_price, ax_rsi, ax_macd) = plt.subplots(
         3, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1, 1]}

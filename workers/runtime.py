@@ -29,6 +29,53 @@ BATCH_SECONDS = Histogram("finpipe_batch_seconds", "Time to handle one poll batc
 LAG = Gauge("finpipe_consumer_lag", "Messages behind the high watermark", ["worker", "partition"])
 
 
+# How often a worker refreshes its lag gauge (cached watermarks: no broker round trip).
+LAG_REPORT_SECONDS = 5.0
+
+
+class LagReporter:
+    """Sets ``finpipe_consumer_lag`` for the partitions a consumer holds now, at most every
+    ``LAG_REPORT_SECONDS``: high watermark minus position, both as the client last saw them.
+    The alert rules read it; KEDA reads the group's committed lag from the broker instead."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self._next = 0.0
+        self._reported: set[str] = set()
+
+    def maybe_report(self, consumer: _Consumer) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + LAG_REPORT_SECONDS
+        try:
+            positions = consumer.position(consumer.assignment())
+        except Exception:
+            return
+        seen = set()
+        for tp in positions:
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:
+                continue
+            if high < 0 or tp.offset < 0:
+                continue  # nothing fetched yet: unknown, not zero
+            label = str(tp.partition)
+            LAG.labels(self.worker, label).set(max(0, high - tp.offset))
+            seen.add(label)
+        for gone in self._reported - seen:  # revoked partitions stop being reported
+            LAG.remove(self.worker, gone)
+        self._reported = seen
+
+
+class _Consumer(Protocol):
+    def assignment(self) -> list: ...
+
+    def position(self, partitions: list) -> list: ...
+
+    def get_watermark_offsets(self, partition: object, cached: bool = ...) -> tuple[int, int]: ...
+
+
 def configure_logging(level: str | None = None) -> None:
     """key=value logs on stderr, configured once per entry point (FINPIPE_LOG_LEVEL)."""
     level = level or get_settings().log_level

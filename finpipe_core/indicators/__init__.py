@@ -15,13 +15,14 @@ from finpipe_core.indicators.engine import (
     LOOKBACK,
     STATE_VERSION,
     InvalidStateError,
+    can_resume,
     compute_batch,
     compute_incremental,
     initial_state,
     state_vectors,
 )
 from finpipe_core.indicators.registry import INDICATORS, Indicator
-from finpipe_core.indicators.splits import split_adjust, split_factors
+from finpipe_core.indicators.splits import is_split, split_adjust, split_events, split_factors
 
 __all__ = [
     "INDICATORS",
@@ -35,10 +36,13 @@ __all__ = [
     "Indicator",
     "InvalidBarsError",
     "InvalidStateError",
+    "can_resume",
     "compute_batch",
     "compute_incremental",
     "initial_state",
+    "is_split",
     "split_adjust",
+    "split_events",
     "split_factors",
     "state_vectors",
 ]

@@ -52,6 +52,19 @@ def _as_days(values: Sequence[DateLike] | np.ndarray, what: str) -> np.ndarray:
         raise InvalidBarsError(f"{what}: cannot be read as dates ({exc})") from exc
 
 
+def is_split(ratio: float) -> bool:
+    """Whether a bar's ``splits`` value is a split event: sources write 0 (yfinance) or 1 for
+    "no split" on every other bar."""
+    return ratio > 0 and ratio != 1
+
+
+def split_events(
+    dates: Sequence[DateLike], ratios: Iterable[float]
+) -> list[tuple[DateLike, float]]:
+    """The ``(date, ratio)`` split events of a ``splits`` column, for ``split_adjust``."""
+    return [(d, float(r)) for d, r in zip(dates, ratios, strict=True) if is_split(r)]
+
+
 def split_factors(
     dates: Sequence[DateLike] | np.ndarray, splits: Iterable[tuple[DateLike, float]]
 ) -> np.ndarray:

@@ -18,9 +18,8 @@ from typing import Final
 
 import dagster as dg
 
-from finpipe_core.settings import Settings
 from finpipe_dagster.constants import STOCK_INDICATORS, STOCK_PRICES
-from finpipe_dagster.partitions import partition_key
+from finpipe_dagster.partitions import first_partition_date, partition_key
 from finpipe_dagster.resources import PostgresResource
 from finpipe_manager.completion import (
     MAX_DATES_PER_TICK,
@@ -124,7 +123,7 @@ def build_completion_sensor(
 
     :param first_date: ignore days before it; the partitions' start date by default.
     """
-    start = first_date or dt.date.fromisoformat(Settings().partitions_start)
+    start = first_date or first_partition_date()
 
     @dg.sensor(
         name=name,

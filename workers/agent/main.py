@@ -15,10 +15,19 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from finpipe_core import contracts
 from finpipe_core.contracts import BarBatch, FetchTask
+from finpipe_core.dead_letters import DeadLetterWriter
 from finpipe_core.exceptions import ContractError, FatalError, PoisonMessageError, RetriableError
 from finpipe_core.kafka import consumer_config, leave_group, producer_config, wait_polling
 from finpipe_core.retry import backoff_delay
@@ -29,6 +38,7 @@ from workers.runtime import (
     ERRORS,
     MESSAGES,
     Health,
+    LagReporter,
     run_worker,
 )
 from workers.sources import (
@@ -146,6 +156,7 @@ class Agent:
         self.source = source
         self.rate_limiter = rate_limiter
         self.health = health or Health()
+        self.lag = LagReporter(WORKER)
         self.stop = threading.Event()
         self.consumer = Consumer(consumer_config(settings, settings.agent_group))
         self.producer = Producer(
@@ -171,6 +182,7 @@ class Agent:
         try:
             while not self.stop.is_set():
                 self.health.beat()
+                self.lag.maybe_report(self.consumer)
                 messages = self.consumer.consume(num_messages=BATCH_SIZE, timeout=1.0)
                 if messages:
                     with BATCH_SECONDS.labels(WORKER).time():
@@ -258,7 +270,7 @@ class Agent:
             if tp.offset >= 0:
                 self.consumer.seek(tp)
             else:  # nothing committed yet: start of the partition
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition, -2))
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
 
     # -- one task ---------------------------------------------------------------------------
     def _handle(self, msg: Message) -> None:
@@ -323,9 +335,9 @@ class Agent:
         logger.warning("dead letter %s[%d]@%d error=%s", msg.topic(), msg.partition(),
                        msg.offset(), exc)
         MESSAGES.labels(WORKER, "dead_letter").inc()
-        self.producer.produce(
-            self.settings.dlq_topic, key=msg.key(), value=msg.value(),
-            headers=contracts.dlq_headers(msg.topic(), msg.partition(), msg.offset(), exc),
+        # Through the transactional producer: it commits with the offsets it replaces.
+        DeadLetterWriter(self.producer, self.settings.dlq_topic).send(
+            (msg.topic(), msg.partition(), msg.offset()), msg.key(), msg.value(), exc
         )
 
 

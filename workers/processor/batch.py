@@ -42,15 +42,16 @@ from finpipe_core.exceptions import ContractError
 from finpipe_core.indicators import (
     INDICATOR_COLUMNS,
     Bars,
+    can_resume,
     compute_incremental,
-    initial_state,
+    is_split,
     split_adjust,
+    split_events,
 )
 
 logger = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume", "dividends", "splits")
-_CURRENT = initial_state()
 # The indicators' inputs: a bar that differs on one of these rewrites the symbol's history.
 _INDICATOR_INPUTS = ("open", "high", "low", "close", "volume", "splits")
 # pg_advisory_xact_lock(class, hashtext(symbol)): the class keeps finpipe's per-symbol locks
@@ -90,10 +91,7 @@ class SymbolState:
         version): only a full recompute can continue it."""
         if self.last_date is None:
             return False
-        return self.state is None or (
-            self.state.get("spec") != _CURRENT["spec"]
-            or self.state.get("version") != _CURRENT["version"]
-        )
+        return not can_resume(self.state)
 
 
 @dataclass
@@ -205,7 +203,7 @@ class BatchWriter:
         touches_history = state.last_date is not None and bool(batch.dates) and (
             batch.dates[0] <= state.last_date
             or state.stale
-            or any(x > 0 and x != 1 for x in batch.splits)
+            or any(is_split(x) for x in batch.splits)
         )
         if touches_history:
             # This message reads or rewrites stored rows: write the buffered rows first and
@@ -268,7 +266,7 @@ class BatchWriter:
 
     def _append(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
                 state: SymbolState) -> int:
-        splits = [(d, s) for d, s in zip(dates, raw["splits"], strict=True) if s > 0 and s != 1]
+        splits = split_events(dates, raw["splits"])
         bars = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
         if splits:  # only for a symbol's first bars: later splits take the rewrite path
             bars = split_adjust(bars, dates, splits)
@@ -322,7 +320,7 @@ class BatchWriter:
         rows = cur.fetchall()
         all_dates = [r[0] for r in rows]
         cols = np.array([r[1:] for r in rows], dtype=np.float64).T
-        splits = [(d, s) for d, s in zip(all_dates, cols[5], strict=True) if s > 0 and s != 1]
+        splits = split_events(all_dates, cols[5])
         bars = split_adjust(Bars(*cols[:5]), all_dates, splits)
         outputs, state.state = compute_incremental(bars, None)
         state.last_date, state.bars_seen = all_dates[-1], len(all_dates)

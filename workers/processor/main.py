@@ -32,8 +32,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from finpipe_core import contracts
 from finpipe_core.db import connect
+from finpipe_core.dead_letters import CONFIRM_SECONDS, DeadLetterWriter
 from finpipe_core.exceptions import FatalError, RetriableError
 from finpipe_core.kafka import consumer_config, leave_group, producer_config, wait_polling
 from finpipe_core.retry import backoff_delay
@@ -51,6 +51,7 @@ from workers.runtime import (
     ERRORS,
     MESSAGES,
     Health,
+    LagReporter,
     run_worker,
 )
 
@@ -71,12 +72,6 @@ RETRIABLE = (*RETRIABLE_DB_ERRORS, RetriableError)
 # How long a rebalance callback waits for the database (it blocks polling, so keep it well
 # under max.poll.interval.ms).
 ASSIGN_RETRY_SECONDS = 60.0
-# Waiting for the dead-letter topic before a batch's commit (it blocks the loop).
-DLQ_FLUSH_SECONDS = 30.0
-
-
-class DeadLetterUnavailableError(RetriableError):
-    """The dead-letter topic did not take a batch's dead letters: retry the batch."""
 
 
 class Processor:
@@ -86,10 +81,11 @@ class Processor:
         self.settings = settings
         self.group = settings.processor_group
         self.health = health or Health()
+        self.lag = LagReporter(WORKER)
         self.stop = threading.Event()
         self.conn = self._connect()
         self.consumer = Consumer(consumer_config(settings, self.group))
-        self.dlq = Producer(producer_config(settings))
+        self.dlq = DeadLetterWriter(Producer(producer_config(settings)), settings.dlq_topic)
         # Partitions this process owns now, as the rebalance callbacks said.
         self.owned: set[tuple[str, int]] = set()
         # Messages to ask for per poll, adapted to their size (see BATCH_BYTES).
@@ -109,6 +105,7 @@ class Processor:
         try:
             while not self.stop.is_set():
                 self.health.beat()
+                self.lag.maybe_report(self.consumer)
                 messages = self.consumer.consume(num_messages=self.batch_messages,
                                                  timeout=1.0)
                 good = [m for m in messages if not self._is_error(m)]
@@ -117,7 +114,7 @@ class Processor:
                         self._process_with_retry(batch)
         finally:
             leave_group(self.consumer)  # hand the partitions over now
-            self.dlq.flush(DLQ_FLUSH_SECONDS)
+            self.dlq.producer.flush(CONFIRM_SECONDS)
             self.conn.close()
 
     def _by_size(self, messages: list[Message]) -> list[list[Message]]:
@@ -264,13 +261,10 @@ class Processor:
             result = write(writer)
             for dead in result.dead_letters:
                 m = dead.message
-                self.dlq.produce(
-                    self.settings.dlq_topic, key=m.key, value=m.value,
-                    headers=contracts.dlq_headers(m.topic, m.partition, m.offset, dead.error),
-                )
+                self.dlq.send((m.topic, m.partition, m.offset), m.key, m.value, dead.error)
             # The dead letters are on the broker before their offsets can be committed.
-            if result.dead_letters and self.dlq.flush(DLQ_FLUSH_SECONDS) > 0:
-                raise DeadLetterUnavailableError("dead-letter topic unreachable")
+            if result.dead_letters:
+                self.dlq.confirm()
             self.conn.commit()
         except BaseException:
             if not self.conn.closed:

@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from finpipe_core import contracts
 from finpipe_core.db import connection
+from finpipe_core.dead_letters import DeadLetterWriter
 from finpipe_core.kafka import producer_config
 from finpipe_core.settings import Settings
 from workers.processor.batch import BatchWriter, InputMessage, lock_symbols
@@ -86,14 +87,11 @@ def unpark(settings: Settings, symbol: str, replayed: list[DeadLetterSource] = (
                                  record_offsets=False)
             result = writer.apply(messages)
             if result.dead_letters:
-                producer = Producer(producer_config(settings))
+                dlq = DeadLetterWriter(Producer(producer_config(settings)), settings.dlq_topic)
                 for dead in result.dead_letters:
                     m = dead.message
-                    producer.produce(settings.dlq_topic, key=m.key, value=m.value,
-                                     headers=contracts.dlq_headers(m.topic, m.partition, m.offset,
-                                                                   dead.error))
-                if producer.flush(30) > 0:
-                    raise RuntimeError("could not write to the dead-letter topic; nothing changed")
+                    dlq.send((m.topic, m.partition, m.offset), m.key, m.value, dead.error)
+                dlq.confirm()  # nothing changed if this raises
             conn.commit()
             logger.info("symbol=%s unparked, %d held messages applied", symbol, len(messages))
             return len(messages) - len(result.dead_letters)

@@ -1,4 +1,4 @@
--- finpipe schema v1 (design.md section 2). Applied by yoyo-migrations; never edit an applied
+-- finpipe schema v1. Applied by yoyo-migrations; never edit an applied
 -- migration: add a new file instead.
 
 CREATE TABLE symbols (

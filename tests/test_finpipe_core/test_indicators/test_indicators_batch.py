@@ -83,7 +83,7 @@ def test_lookback_is_talibs_own() -> None:
     }
     for col, value in expected.items():
         assert LOOKBACK[col] == value, col
-    # The numbers the rest of the project relies on (documented in design.md section 3).
+    # The numbers the rest of the project relies on (the warm-up check and the README).
     assert LOOKBACK["macd"] == LOOKBACK["macd_signal"] == LOOKBACK["macd_hist"] == 33
     assert (LOOKBACK["rsi_14"], LOOKBACK["sma_200"], LOOKBACK["obv"]) == (14, 199, 0)
     assert (LOOKBACK["stoch_d"], LOOKBACK["adx_14"], LOOKBACK["bb_upper"]) == (17, 27, 19)
@@ -132,7 +132,7 @@ def test_batch_equals_direct_talib_calls() -> None:
 
 
 def test_rsi_and_macd_against_textbook_definitions() -> None:
-    """Independent check of TA-Lib's conventions the engine relies on (design.md section 3)."""
+    """Independent check of TA-Lib's conventions the engine relies on (seed, smoothing)."""
     b = random_bars(300, seed=5)
     c = b.close
     out = compute_batch(b)

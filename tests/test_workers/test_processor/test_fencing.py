@@ -22,7 +22,7 @@ import pytest
 
 from finpipe_core import contracts
 from finpipe_core.db import connect
-from finpipe_core.indicators import Bars, compute_incremental, split_adjust
+from finpipe_core.indicators import Bars, compute_incremental, split_adjust, split_events
 from finpipe_core.settings import Settings
 from tests.fixtures.pipeline import assert_indicators_exact
 from workers.agent.main import chunk_messages
@@ -117,7 +117,7 @@ def assert_fresh(conn: psycopg2.extensions.connection, symbol: str,
         dates = sorted(expected)
         cols = np.array([expected[d] for d in dates], dtype=np.float64).T
         columns = dict(zip(PRICE_COLUMNS, cols, strict=True))
-        splits = [(d, s) for d, s in zip(dates, columns["splits"], strict=True) if s > 0 and s != 1]
+        splits = split_events(dates, columns["splits"])
         bars = split_adjust(Bars(columns["open"], columns["high"], columns["low"],
                                  columns["close"], columns["volume"]), dates, splits)
         _, fresh_state = compute_incremental(bars, None)
