@@ -36,6 +36,7 @@ status: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: up lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
