@@ -15,7 +15,6 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from finpipe import demo as demo_job
 from finpipe import dev as dev_server
 from finpipe import stack
 from finpipe.stack import paths
@@ -158,7 +157,11 @@ DEMO_DIR = Path("out/demo")
 def demo(out: Path = typer.Option(DEMO_DIR, help="Output folder.")) -> None:  # noqa: B008
     """The main job: backfill the offline sample universe through Dagster, Kafka and the
     workers, then print a summary and draw a chart per symbol."""
-    result = demo_job.run_demo(get_stack_settings(), out, console)
+    # Imported here: the demo needs the trading calendar (exchange_calendars, about 3 s to
+    # import), which no other command should wait for.
+    from finpipe.demo import run_demo
+
+    result = run_demo(get_stack_settings(), out, console)
     console.print(
         f"\n[bold]done[/bold] in {result.seconds:.0f} s: {result.days_complete:,} of "
         f"{result.days_expected:,} trading days complete, "
