@@ -66,6 +66,6 @@ def test_down_stops_the_test_brokers_last() -> None:
 
     settings = StackSettings(state_dir="/var/tmp/finpipe-layout-test")
     nodes = [kafka_single_node(settings), *kafka_cluster_nodes(settings)]
-    nodes.append(kafka_sasl_node(settings, admin_password="unused"))
+    nodes.append(kafka_sasl_node(settings))
     assert all(is_broker(node.name) for node in nodes), [node.name for node in nodes]
     assert not any(is_broker(name) for name in ("dagster-dev", "agent-1a2b3c-1", "processor-x"))
