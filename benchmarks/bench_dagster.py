@@ -40,9 +40,10 @@ from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
 from finpipe.stack.postgres import PostgresCluster
+from finpipe.stack.settings import get_stack_settings
 from finpipe_core.calendar import last_completed_session, trading_days
 from finpipe_core.db import connect
-from finpipe_core.settings import Settings, get_settings
+from finpipe_core.settings import Settings
 from finpipe_dagster.constants import DAGSTER_EVENT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +197,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    base = get_settings()
+    base = get_stack_settings()
     settings = private_settings(base).model_copy(update={"universe": "sample"})
     sessions = trading_days(args.first_day, args.first_day + dt.timedelta(days=args.days * 2))
     first, last = sessions[0], sessions[args.days - 1]

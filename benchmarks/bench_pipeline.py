@@ -55,14 +55,16 @@ from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
 from finpipe import stack
+from finpipe.stack.paths import state_dir
 from finpipe.stack.postgres import PostgresCluster
+from finpipe.stack.settings import StackSettings, get_stack_settings
 from finpipe_core import contracts
 from finpipe_core.calendar import trading_days
 from finpipe_core.db import apply_migrations, connect
 from finpipe_core.db.bulk import pack_rows
 from finpipe_core.indicators import INDICATOR_COLUMNS, Bars, compute_batch, split_adjust
 from finpipe_core.kafka import producer_config
-from finpipe_core.settings import Settings, get_settings
+from finpipe_core.settings import Settings
 from workers.sources.synthetic import SyntheticSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,8 +166,8 @@ def _children(ppid: int) -> list[int]:
 class CpuMeter:
     """CPU seconds used by the workers, this stack's PostgreSQL and its Kafka broker."""
 
-    def __init__(self, base: Settings, workers: dict[str, list[subprocess.Popen]]) -> None:
-        state = Path(base.state_dir) if base.state_dir else REPO / ".state"
+    def __init__(self, base: StackSettings, workers: dict[str, list[subprocess.Popen]]) -> None:
+        state = state_dir(base)
         self.postmaster = int((state / "postgres/data/postmaster.pid").read_text().split()[0])
         self.kafka = int((state / "run/kafka.pid").read_text().split()[0])
         self.workers = workers
@@ -672,7 +674,7 @@ def main() -> None:
     parser.add_argument("--scale-symbols", type=int, default=200)
     args = parser.parse_args()
 
-    base = get_settings()
+    base = get_stack_settings()
     stack.up(base)
     scratch = Scratch(base)
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"finpipe-bench-{uuid.uuid4().hex[:6]}"

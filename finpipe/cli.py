@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,9 +15,13 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from finpipe import dev as dev_server
 from finpipe import stack
 from finpipe.stack import paths
-from finpipe.stack.processes import ManagedProcess
+from finpipe.stack.dagster_env import DAGSTER_HOME
+from finpipe.stack.local_workers import start_workers, stop_workers, worker_names
+from finpipe.stack.settings import StackSettings, get_stack_settings
+from finpipe.stack.stack import StackDownError
 from finpipe_core import contracts
 from finpipe_core.db import connection
 from finpipe_core.exceptions import ContractError
@@ -42,10 +44,6 @@ app.add_typer(symbols_app, name="symbols")
 console = Console()
 
 
-class StackDownError(RuntimeError):
-    """A service the command needs is not reachable."""
-
-
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     logging.basicConfig(
@@ -63,8 +61,10 @@ def run() -> None:
         sys.exit(1)
     except psycopg2.OperationalError as exc:
         s = get_settings()
-        console.print(f"[red]error:[/red] PostgreSQL is not reachable at {s.pg_host}:{s.pg_port} "
-                      f"({str(exc).strip().splitlines()[0]}). Start the stack: finpipe up")
+        console.print(
+            f"[red]error:[/red] PostgreSQL is not reachable at {s.pg_host}:{s.pg_port} "
+            f"({str(exc).strip().splitlines()[0]}). Start the stack: finpipe up"
+        )
         sys.exit(1)
 
 
@@ -82,50 +82,69 @@ def _require_kafka(settings: Settings) -> None:
 @app.command()
 def up() -> None:
     """Start Kafka and PostgreSQL, create topics, apply migrations (idempotent)."""
-    settings = get_settings()
+    settings = get_stack_settings()
     result = stack.up(settings)
     for change in result.changes:
         console.print(f"  {change}")
     if not result.changes:
         console.print("  already up; nothing changed")
-    console.print(f"up in {result.total_seconds:.1f} s "
-                  f"(Kafka ready after {result.kafka_ready_seconds:.1f} s)")
+    console.print(
+        f"up in {result.total_seconds:.1f} s (Kafka ready after {result.kafka_ready_seconds:.1f} s)"
+    )
     _print_services(settings)
 
 
 @app.command()
 def down() -> None:
     """Stop every process finpipe started (workers, Dagster, Kafka, PostgreSQL)."""
-    stopped = stack.down(get_settings())
+    stopped = stack.down(get_stack_settings())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @app.command()
 def status() -> None:
     """Services, per-symbol progress and consumer lag."""
-    settings = get_settings()
+    settings = get_stack_settings()
     _print_services(settings)
     services = stack.status(settings)
     if not services["postgres"].startswith("running"):
         raise StackDownError("PostgreSQL is not running. Start the stack: finpipe up")
     rows = report.symbol_summaries(settings)
     table = Table(title="symbols")
-    for column in ("symbol", "first", "last", "bars", "close", "RSI 14", "MACD", "status",
-                   "open tasks"):
+    for column in (
+        "symbol",
+        "first",
+        "last",
+        "bars",
+        "close",
+        "RSI 14",
+        "MACD",
+        "status",
+        "open tasks",
+    ):
         table.add_column(column, justify="right" if column not in ("symbol", "status") else "left")
     for r in rows:
         values = [report.format_number(v) for v in (r.last_close, r.rsi_14, r.macd)]
-        table.add_row(r.symbol, str(r.first_date or "-"), str(r.last_date or "-"), f"{r.bars:,}",
-                      *values, r.status, str(r.tasks_open))
+        table.add_row(
+            r.symbol,
+            str(r.first_date or "-"),
+            str(r.last_date or "-"),
+            f"{r.bars:,}",
+            *values,
+            r.status,
+            str(r.tasks_open),
+        )
     console.print(table)
     if services["kafka"].startswith("running"):
-        for group, topic in ((settings.agent_group, settings.tasks_topic),
-                             (settings.processor_group, settings.data_topic)):
+        for group, topic in (
+            (settings.agent_group, settings.tasks_topic),
+            (settings.processor_group, settings.data_topic),
+        ):
             lag = report.consumer_lag(settings, group, topic)
             console.print(f"lag {group} on {topic}: {sum(lag.values()):,} messages")
 
 
-def _print_services(settings: Settings) -> None:
+def _print_services(settings: StackSettings) -> None:
     for component, state in stack.status(settings).items():
         console.print(f"{component:>14}: {state}")
 
@@ -138,73 +157,40 @@ DEMO_DIR = Path("out/demo")
 def demo(out: Path = typer.Option(DEMO_DIR, help="Output folder.")) -> None:  # noqa: B008
     """The main job: backfill the offline sample universe through Dagster, Kafka and the
     workers, then print a summary and draw a chart per symbol."""
+    # Imported here: the demo needs the trading calendar (exchange_calendars, about 3 s to
+    # import), which no other command should wait for.
     from finpipe.demo import run_demo
 
-    result = run_demo(get_settings(), out, console)
-    console.print(f"\n[bold]done[/bold] in {result.seconds:.0f} s: {result.days_complete:,} of "
-                  f"{result.days_expected:,} trading days complete, "
-                  f"{result.tasks_emitted} tasks emitted by this run")
+    result = run_demo(get_stack_settings(), out, console)
+    console.print(
+        f"\n[bold]done[/bold] in {result.seconds:.0f} s: {result.days_complete:,} of "
+        f"{result.days_expected:,} trading days complete, "
+        f"{result.tasks_emitted} tasks emitted by this run"
+    )
     console.print(f"summary: {result.summary_csv}")
     console.print(f"charts:  {out / 'charts'}/ ({len(result.charts)} PNG files)")
-    console.print("status:  finpipe status    UI: make dev (http://127.0.0.1:3000)    "
-                  "stop everything: make down")
+    console.print(
+        "status:  finpipe status    UI: make dev (http://127.0.0.1:3000)    "
+        "stop everything: make down"
+    )
 
 
 # --- workers ---------------------------------------------------------------------------------
-def _worker_process(settings: Settings, name: str) -> ManagedProcess:
-    return ManagedProcess(name, paths.run_dir(settings), paths.log_dir(settings))
-
-
 @workers_app.command("start")
 def workers_start(
     agents: int = typer.Option(1, min=0, max=12), processors: int = typer.Option(1, min=0, max=12)
 ) -> None:
     """Start agents and processors in the background (logs under the state dir)."""
-    settings = get_settings()
+    settings = get_stack_settings()
     _require_kafka(settings)
     started = start_workers(settings, agents, processors)
     console.print(f"started: {', '.join(started) or 'nothing (already running)'}")
 
 
-def worker_names(settings: Settings, kind: str, count: int) -> list[str]:
-    """``agent-<tag>-N``: the tag names the topics and database the workers serve, so
-    differently configured workers (a test's private topics) never share a pid file."""
-    key = f"{settings.tasks_topic}|{settings.data_topic}|{settings.pg_database}"
-    tag = hashlib.sha256(key.encode()).hexdigest()[:6]
-    return [f"{kind}-{tag}-{i}" for i in range(1, count + 1)]
-
-
-def start_workers(settings: Settings, agents: int, processors: int) -> list[str]:
-    """Start the missing agents and processors for ``settings``; return the names started."""
-    started = []
-    for kind, count in (("agent", agents), ("processor", processors)):
-        for name in worker_names(settings, kind, count):
-            proc = _worker_process(settings, name)
-            if proc.running():
-                continue
-            # Each worker gets its own health/metrics port (0: any free port).
-            # The slot name is the worker's stable identity (static group membership, the
-            # agent's transactional.id): a restarted slot takes its partitions back at once.
-            env = {**_worker_env(settings), "FINPIPE_WORKER_ID": name}
-            proc.start([sys.executable, "-m", f"workers.{kind}"], env=env, cwd=paths.REPO_ROOT)
-            started.append(proc.name)
-    return started
-
-
-def _worker_env(settings: Settings) -> dict[str, str]:
-    """The environment plus every setting, so a worker serves what we serve."""
-    env = {**os.environ, **settings.to_env(include_secrets=True)}
-    # Several local workers: each takes any free health and metrics port.
-    env["FINPIPE_HEALTH_PORT"] = env["FINPIPE_METRICS_PORT"] = "0"
-    return env
-
-
 @workers_app.command("stop")
 def workers_stop() -> None:
     """Stop the local agents and processors (they finish their batch first)."""
-    settings = get_settings()
-    stopped = [p.name for p in stack.stack.managed_processes(settings)
-               if p.name.startswith(("agent-", "processor-")) and p.stop(timeout=60)]
+    stopped = stop_workers(get_stack_settings())
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
@@ -214,7 +200,8 @@ CHARTS_DIR = Path("out/charts")
 
 @app.command()
 def chart(
-    symbol: str, out: Path = typer.Option(CHARTS_DIR, help="Output folder.")  # noqa: B008
+    symbol: str,
+    out: Path = typer.Option(CHARTS_DIR, help="Output folder."),  # noqa: B008
 ) -> None:
     """Write SYMBOL's chart (price with Bollinger bands, RSI, MACD) as a PNG."""
     contracts.validate_symbol(symbol)
@@ -225,8 +212,9 @@ def chart(
 # --- dead letters ----------------------------------------------------------------------------
 def _read_dlq(settings: Settings, limit: int | None = None) -> list:
     _require_kafka(settings)
-    consumer = Consumer(consumer_config(settings, "finpipe-cli-dlq-reader",
-                                        **{"enable.partition.eof": True}))
+    consumer = Consumer(
+        consumer_config(settings, "finpipe-cli-dlq-reader", **{"enable.partition.eof": True})
+    )
     topic = settings.dlq_topic
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, -2) for p in partitions])  # -2: beginning
@@ -257,19 +245,24 @@ def dlq_list(limit: int = typer.Option(20, help="Newest N records.")) -> None:
         table.add_column(column)
     for m in records:
         h = contracts.parse_dlq_headers(m.headers())
-        origin = (f"{h.get(contracts.DLQ_HEADER_TOPIC, '?')}"
-                  f"[{h.get(contracts.DLQ_HEADER_PARTITION)}]@{h.get(contracts.DLQ_HEADER_OFFSET)}")
+        origin = (
+            f"{h.get(contracts.DLQ_HEADER_TOPIC, '?')}"
+            f"[{h.get(contracts.DLQ_HEADER_PARTITION)}]@{h.get(contracts.DLQ_HEADER_OFFSET)}"
+        )
         key = (m.key() or b"").decode("utf-8", "replace")
-        table.add_row(key, origin, h.get(contracts.DLQ_HEADER_ERROR_CLASS, "?"),
-                      h.get(contracts.DLQ_HEADER_ERROR, "")[:120])
+        table.add_row(
+            key,
+            origin,
+            h.get(contracts.DLQ_HEADER_ERROR_CLASS, "?"),
+            h.get(contracts.DLQ_HEADER_ERROR, "")[:120],
+        )
     console.print(table)
     if not records:
         console.print("no dead letters")
 
 
 @dlq_app.command("replay")
-def dlq_replay(symbol: str = typer.Option(..., help="Replay this symbol's dead letters.")
-               ) -> None:
+def dlq_replay(symbol: str = typer.Option(..., help="Replay this symbol's dead letters.")) -> None:
     """Send SYMBOL's unresolved dead letters back to their topics and unpark it.
 
     Each dead letter is sent once: what a replay sent is recorded as replayed, and what an
@@ -286,8 +279,11 @@ def dlq_replay(symbol: str = typer.Option(..., help="Replay this symbol's dead l
         if m.key() != symbol.encode() or topic not in (settings.tasks_topic, settings.data_topic):
             continue
         try:
-            source = (topic, int(h[contracts.DLQ_HEADER_PARTITION]),
-                      int(h[contracts.DLQ_HEADER_OFFSET]))
+            source = (
+                topic,
+                int(h[contracts.DLQ_HEADER_PARTITION]),
+                int(h[contracts.DLQ_HEADER_OFFSET]),
+            )
         except (KeyError, ValueError):
             continue  # not written by finpipe: nothing says where it came from
         by_source.setdefault(source, m)  # a dead letter written twice is replayed once
@@ -295,14 +291,20 @@ def dlq_replay(symbol: str = typer.Option(..., help="Replay this symbol's dead l
     producer = Producer(producer_config(settings))
     for source in todo:
         m = by_source[source]
-        producer.produce(source[0], key=m.key(), value=m.value(),
-                         headers=[("finpipe.replayed_from", f"dlq@{m.offset()}".encode())])
+        producer.produce(
+            source[0],
+            key=m.key(),
+            value=m.value(),
+            headers=[("finpipe.replayed_from", f"dlq@{m.offset()}".encode())],
+        )
     if producer.flush(30) > 0:
         raise StackDownError("could not deliver the replayed messages; nothing was unparked")
     held = unpark(settings, symbol, replayed=todo)
-    console.print(f"replayed {len(todo)} dead letters of {symbol} "
-                  f"({len(by_source) - len(todo)} already resolved); "
-                  f"applied {held} held messages")
+    console.print(
+        f"replayed {len(todo)} dead letters of {symbol} "
+        f"({len(by_source) - len(todo)} already resolved); "
+        f"applied {held} held messages"
+    )
 
 
 @app.command("unpark")
@@ -393,8 +395,50 @@ def symbols_remove(symbol: str) -> None:
     console.print(f"removed {symbol} from {path}")
 
 
+# --- the Dagster UI --------------------------------------------------------------------------
+@app.command()
+def dev(
+    port: int = typer.Option(
+        dev_server.DEFAULT_PORT,
+        envvar=dev_server.PORT_ENV_VAR,
+        min=1,
+        max=65535,
+        help="Port of the Dagster UI.",
+    ),
+    host: str = typer.Option(dev_server.DEFAULT_HOST, help="Interface the Dagster UI listens on."),
+    timeout: float = typer.Option(dev_server.READY_TIMEOUT_S, help="Seconds to wait for the UI."),
+) -> None:
+    """Kafka, PostgreSQL, one agent, one processor and `dagster dev` (the UI), in the background.
+
+    Stop everything with `finpipe down` (or `make down`).
+    """
+    settings = get_stack_settings()
+    t0 = time.monotonic()
+    result = stack.up(settings)
+    for change in result.changes:
+        console.print(f"  {change}")
+    workers = [*worker_names(settings, "agent", 1), *worker_names(settings, "processor", 1)]
+    started = start_workers(settings, 1, 1)
+    console.print(
+        f"  workers: started {', '.join(started)}"
+        if started
+        else f"  workers: {' and '.join(workers)} already running"
+    )
+    console.print(f"  starting dagster dev on {dev_server.ui_url(host, port)} ...")
+    server = dev_server.start_dagster_dev(settings, host=host, port=port, timeout=timeout)
+    log_dir = paths.log_dir(settings)
+    logs = ", ".join(f"{n}.log" for n in [dev_server.DAGSTER_DEV, *workers])
+    console.print(
+        f"\nDagster UI: [bold]{server.url}[/bold]"
+        f"{'' if server.started else ' (already running)'}  "
+        f"(ready after {time.monotonic() - t0:.0f} s)\n"
+        f"  DAGSTER_HOME: {DAGSTER_HOME}\n"
+        f"  logs: {log_dir}/ ({logs}, kafka.log, postgres.log)\n"
+        "  backfill: Catalog > stock_tasks > Materialize…; schedules and sensors: Automation\n"
+        "  stop everything: finpipe down (or make down)",
+        soft_wrap=True,
+    )
+
+
 if __name__ == "__main__":
     run()
-
-
-from finpipe import dev as _dev  # noqa: E402,F401  (registers `finpipe dev`)

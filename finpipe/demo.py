@@ -30,17 +30,18 @@ from rich.table import Table
 
 from finpipe import stack
 from finpipe.stack import paths
+from finpipe.stack.dagster_env import dagster_env
+from finpipe.stack.local_workers import start_workers
+from finpipe.stack.settings import StackSettings
 from finpipe_core.calendar import trading_days
 from finpipe_core.db import connection
 from finpipe_core.settings import Settings
-from finpipe_dagster.constants import DAGSTER_EVENT_ENV
 from finpipe_manager import report
 from finpipe_manager.completion import finished_days
 
 # The sample's span (bokeh_sampledata: 2000-03-01 .. 2013-03-01), both trading days.
 DEMO_START = dt.date(2000, 3, 1)
 DEMO_END = dt.date(2013, 3, 1)
-DAGSTER_HOME = paths.REPO_ROOT / "dagster_home"
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,6 @@ class DemoResult:
     charts: list[Path]
     summary_csv: Path
     seconds: float
-
-
-def dagster_env(settings: Settings) -> dict[str, str]:
-    """Environment for Dagster processes: DAGSTER_HOME, every FINPIPE_* setting, and batched
-    event writes (DAGSTER_EVENT_ENV: the range run's 3,270 materialisations in a few writes)."""
-    return {
-        **DAGSTER_EVENT_ENV,
-        **os.environ,
-        **settings.to_env(include_secrets=True),
-        "DAGSTER_HOME": str(DAGSTER_HOME),
-    }
 
 
 def _count_tasks(settings: Settings) -> int:
@@ -197,10 +187,8 @@ def render_charts(settings: Settings, symbols: list[str], out_dir: Path) -> list
         return list(pool.map(report.render_chart, repeat(settings), symbols, repeat(out_dir)))
 
 
-def run_demo(settings: Settings, out_dir: Path, console: Console) -> DemoResult:
+def run_demo(settings: StackSettings, out_dir: Path, console: Console) -> DemoResult:
     """The whole demo; returns what it produced (the CLI prints it, tests assert on it)."""
-    from finpipe.cli import start_workers
-
     started = time.monotonic()
     settings = settings.model_copy(update={"source": "sample", "universe": "sample"})
     console.print("[bold]1/4[/bold] local stack and workers")

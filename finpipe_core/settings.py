@@ -3,6 +3,8 @@
 One frozen pydantic-settings model read from ``FINPIPE_*`` environment variables. The Dagster
 side, the workers, the local stack and the Kubernetes values all take their names from here
 (the Helm values are checked against it in tests), so a name is changed in exactly one place.
+The local stack's own settings (state dir, broker version and ports) extend this model in
+``finpipe.stack.settings``.
 """
 
 from __future__ import annotations
@@ -68,19 +70,10 @@ class Settings(BaseSettings):
     # Dagster's own storage (runs, events, schedules) lives in a second database.
     pg_dagster_database: str = "dagster"
 
-    # --- Local stack (finpipe up/down/status) ------------------------------------------------
-    # Where the local broker's and database's data and logs live; default: <repo>/.state.
-    state_dir: str | None = None
-    # Jars fetched from Maven Central are cached here, outside the repo.
+    # Downloads kept across checkouts, outside the repo: the local stack's Kafka jars; the
+    # scripts that fetch helm and the CRDs read the same variable. The rest of the local
+    # stack's settings are in finpipe/stack/settings.py (StackSettings): no worker needs them.
     cache_dir: str = "~/.cache/finpipe"
-    kafka_version: str = "4.1.1"
-    kafka_controller_port: int = 19093
-    # 3-broker mode for fault tests: broker i listens on cluster_base_port + i (i = 1..3).
-    kafka_cluster_base_port: int = 19100
-    kafka_heap: str = "512m"
-
-    # `finpipe dev`: where the Dagster UI listens.
-    dagster_port: int = Field(default=3000, ge=1, le=65535)
 
     # --- Workers -----------------------------------------------------------------------------
     source: SourceName = "sample"

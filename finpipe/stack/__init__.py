@@ -4,26 +4,21 @@
 process of ours running, ``status`` says what runs where. Tests use the same functions.
 """
 
-from finpipe.stack.kafka import (
-    KafkaNode,
-    cluster_down,
-    cluster_up,
-    ensure_topics,
-    kafka_cluster_nodes,
-    kafka_single_node,
-)
+from finpipe.stack.kafka import KafkaNode, ensure_topics, kafka_single_node
 from finpipe.stack.postgres import PostgresCluster
-from finpipe.stack.stack import StackReport, down, status, up
+from finpipe.stack.settings import StackSettings, get_stack_settings
+from finpipe.stack.stack import STOP_TIMEOUT_S, StackDownError, StackReport, down, status, up
 
 __all__ = [
+    "STOP_TIMEOUT_S",
     "KafkaNode",
     "PostgresCluster",
+    "StackDownError",
     "StackReport",
-    "cluster_down",
-    "cluster_up",
+    "StackSettings",
     "down",
     "ensure_topics",
-    "kafka_cluster_nodes",
+    "get_stack_settings",
     "kafka_single_node",
     "status",
     "up",

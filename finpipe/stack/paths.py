@@ -8,6 +8,7 @@ import os
 import pwd
 from pathlib import Path
 
+from finpipe.stack.settings import StackSettings
 from finpipe_core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def postgres_can_enter(path: Path) -> bool:
     return True
 
 
-def state_dir(settings: Settings) -> Path:
+def state_dir(settings: StackSettings) -> Path:
     """``FINPIPE_STATE_DIR``, else ``<repo>/.state`` when the postgres user can reach it,
     else a per-checkout directory under /var/tmp."""
     if settings.state_dir:
@@ -57,9 +58,9 @@ def cache_dir(settings: Settings) -> Path:
     return Path(settings.cache_dir).expanduser().resolve()
 
 
-def run_dir(settings: Settings) -> Path:
+def run_dir(settings: StackSettings) -> Path:
     return state_dir(settings) / "run"
 
 
-def log_dir(settings: Settings) -> Path:
+def log_dir(settings: StackSettings) -> Path:
     return state_dir(settings) / "logs"

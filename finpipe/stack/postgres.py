@@ -20,7 +20,7 @@ from psycopg2 import sql
 
 from finpipe.stack import paths
 from finpipe.stack.processes import port_open
-from finpipe_core.settings import Settings
+from finpipe.stack.settings import StackSettings
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _pg_bin(name: str) -> str:
 class PostgresCluster:
     """The local cluster: data dir, port, and how to run its tools."""
 
-    settings: Settings
+    settings: StackSettings
 
     @property
     def home(self) -> Path:
@@ -85,21 +85,32 @@ class PostgresCluster:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         self._own(self.home, self.data_dir)
         self._run(
-            _pg_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
-            "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=trust",
+            _pg_bin("initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--auth-local=trust",
+            "--auth-host=trust",
         )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(
-                _CONF.format(host=self.settings.pg_host, port=self.settings.pg_port,
-                             socket_dir=self.home)
+                _CONF.format(
+                    host=self.settings.pg_host, port=self.settings.pg_port, socket_dir=self.home
+                )
             )
         return True
 
     def running(self) -> bool:
         if not self.initialised():
             return False
-        return self._run(_pg_bin("pg_ctl"), "status", "-D", str(self.data_dir), check=False)\
-            .returncode == 0
+        return (
+            self._run(_pg_bin("pg_ctl"), "status", "-D", str(self.data_dir), check=False).returncode
+            == 0
+        )
 
     def start(self) -> bool:
         """Start the cluster if it is not running; True if it started now."""
@@ -116,21 +127,34 @@ class PostgresCluster:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.log_file.exists():
             self.log_file.symlink_to(server_log)
-        self._run(_pg_bin("pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                  "-l", str(server_log))
+        self._run(
+            _pg_bin("pg_ctl"),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(server_log),
+        )
         return True
 
     def stop(self, mode: str = "fast") -> bool:
         """Stop the cluster (``fast`` rolls back open transactions); True if it was running."""
         if not self.running():
             return False
-        self._run(_pg_bin("pg_ctl"), "stop", "-w", "-t", "60", "-m", mode, "-D",
-                  str(self.data_dir))
+        self._run(_pg_bin("pg_ctl"), "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data_dir))
         return True
 
     def admin_connection(self, database: str = "postgres") -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(host=self.settings.pg_host, port=self.settings.pg_port,
-                                user="postgres", dbname=database, connect_timeout=10)
+        conn = psycopg2.connect(
+            host=self.settings.pg_host,
+            port=self.settings.pg_port,
+            user="postgres",
+            dbname=database,
+            connect_timeout=10,
+        )
         conn.autocommit = True
         return conn
 
@@ -145,8 +169,9 @@ class PostgresCluster:
             cur.execute("SELECT rolcreaterole FROM pg_roles WHERE rolname = %s", (s.pg_user,))
             row = cur.fetchone()
             if row is None:
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(
-                    sql.Identifier(s.pg_user)))
+                cur.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(s.pg_user))
+                )
                 created.append(f"role {s.pg_user}")
             elif not row[0]:
                 # Migration 0003 creates the NOLOGIN group roles (finpipe_manager, ...):
@@ -157,8 +182,11 @@ class PostgresCluster:
             for db in (s.pg_database, s.pg_dagster_database):
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
                 if cur.fetchone() is None:
-                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(db), sql.Identifier(s.pg_user)))
+                    cur.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(db), sql.Identifier(s.pg_user)
+                        )
+                    )
                     created.append(f"database {db}")
         conn.close()
         return created

@@ -10,17 +10,25 @@ from finpipe.stack import paths
 from finpipe.stack.kafka import (
     admin_client,
     ensure_topics,
-    kafka_cluster_nodes,
+    is_broker,
     kafka_libs,
     kafka_single_node,
     start_nodes,
 )
 from finpipe.stack.postgres import PostgresCluster
 from finpipe.stack.processes import ManagedProcess
+from finpipe.stack.settings import StackSettings
 from finpipe_core.db import apply_migrations
-from finpipe_core.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# ``down`` gives each process this long after SIGTERM before SIGKILL (dagster dev took 3-21 s
+# to exit on the shared 2-core machine; workers finish their open batch first).
+STOP_TIMEOUT_S = 30.0
+
+
+class StackDownError(RuntimeError):
+    """A service the command needs is not reachable (the CLI prints it in plain words)."""
 
 
 @dataclass
@@ -32,7 +40,7 @@ class StackReport:
     total_seconds: float = 0.0
 
 
-def up(settings: Settings) -> StackReport:
+def up(settings: StackSettings) -> StackReport:
     """Fetch the jars, start Kafka and PostgreSQL, create topics, apply migrations.
 
     Idempotent: on a running, up-to-date stack it changes nothing and says so.
@@ -56,45 +64,53 @@ def up(settings: Settings) -> StackReport:
     return report
 
 
-def managed_processes(settings: Settings) -> list[ManagedProcess]:
+def managed_processes(settings: StackSettings) -> list[ManagedProcess]:
     """Every background process finpipe has started (workers, dagster, brokers)."""
     run = paths.run_dir(settings)
-    return [
-        ManagedProcess(pid_file.stem, run, paths.log_dir(settings))
-        for pid_file in sorted(run.glob("*.pid"))
-    ] if run.exists() else []
+    return (
+        [
+            ManagedProcess(pid_file.stem, run, paths.log_dir(settings))
+            for pid_file in sorted(run.glob("*.pid"))
+        ]
+        if run.exists()
+        else []
+    )
 
 
-def down(settings: Settings) -> list[str]:
+def down(settings: StackSettings) -> list[str]:
     """Stop everything finpipe started here; return what was stopped."""
     stopped = []
     # Workers and Dagster first, so they do not log connection errors while brokers stop.
-    brokers = {n.name for n in [kafka_single_node(settings), *kafka_cluster_nodes(settings)]}
-    procs = managed_processes(settings)
-    for proc in sorted(procs, key=lambda p: p.name in brokers):
-        if proc.stop(timeout=30):
+    for proc in sorted(managed_processes(settings), key=lambda p: is_broker(p.name)):
+        if proc.stop(timeout=STOP_TIMEOUT_S):
             stopped.append(proc.name)
     if PostgresCluster(settings).stop():
         stopped.append("postgres")
     return stopped
 
 
-def status(settings: Settings) -> dict[str, str]:
+def status(settings: StackSettings) -> dict[str, str]:
     """Component -> one line of state, for ``finpipe status`` and health checks."""
     result: dict[str, str] = {"state dir": str(paths.state_dir(settings))}
     pg = PostgresCluster(settings)
     result["postgres"] = (
-        f"running on {settings.pg_host}:{settings.pg_port}" if pg.running()
+        f"running on {settings.pg_host}:{settings.pg_port}"
+        if pg.running()
         else "stopped (run: make up)"
     )
     node = kafka_single_node(settings)
     if node.running(settings):
         try:
             md = admin_client(settings).list_topics(timeout=5)
-            topics = [t for t in (settings.tasks_topic, settings.data_topic, settings.dlq_topic)
-                      if t in md.topics]
-            result["kafka"] = (f"running on {settings.kafka_bootstrap_servers}, "
-                               f"topics: {', '.join(topics) or 'none'}")
+            topics = [
+                t
+                for t in (settings.tasks_topic, settings.data_topic, settings.dlq_topic)
+                if t in md.topics
+            ]
+            result["kafka"] = (
+                f"running on {settings.kafka_bootstrap_servers}, "
+                f"topics: {', '.join(topics) or 'none'}"
+            )
         except Exception as exc:  # status reports, it does not fail
             result["kafka"] = f"process up but not answering: {exc}"
     else:

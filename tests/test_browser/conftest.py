@@ -29,11 +29,11 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 from psycopg2 import sql
 
-from finpipe import dev
 from finpipe.stack import paths
 from finpipe.stack.postgres import PostgresCluster
 from finpipe_core.db import apply_migrations
 from finpipe_core.settings import Settings
+from tests.fixtures import dagster_dev as dev
 
 CHROMIUM = Path("/usr/bin/chromium")
 # design.md 6: the flags that work for Debian's chromium here. Playwright adds --headless and

@@ -23,6 +23,7 @@ from finpipe.stack.paths import postgres_can_enter
 from finpipe.stack.postgres import PostgresCluster
 from finpipe_core.db import apply_migrations
 from finpipe_core.settings import Settings
+from tests.fixtures import kafka_nodes
 from tests.fixtures.pipeline import Pipeline
 
 # The fault-test Kafka cluster gets its own ports (brokers 19401-19403, controllers
@@ -58,17 +59,17 @@ def kafka_cluster(settings: Settings, tmp_path_factory) -> Iterator[Settings]:
     cluster = settings.model_copy(update={
         "state_dir": str(home), "kafka_cluster_base_port": CLUSTER_BASE_PORT,
     })
-    nodes = stack.kafka_cluster_nodes(cluster)
+    nodes = kafka_nodes.kafka_cluster_nodes(cluster)
     taken = [p for n in nodes for p in (n.broker_port, n.controller_port) if not _free(p)]
     if taken:
         pytest.fail(f"ports {taken} are in use; the fault tests' cluster needs them",
                     pytrace=False)
     try:
-        bootstrap, seconds = stack.cluster_up(cluster)
+        bootstrap, seconds = kafka_nodes.cluster_up(cluster)
         print(f"\n3-broker cluster {bootstrap} ready in {seconds:.1f} s (state {home})")
         yield cluster.model_copy(update={"kafka_bootstrap_servers": bootstrap})
     finally:
-        stack.cluster_down(cluster)
+        kafka_nodes.cluster_down(cluster)
         for node in nodes:  # a node a test restarted late may still be starting
             node.process(cluster).signal(signal.SIGKILL)
 

@@ -35,18 +35,19 @@ from psycopg2 import sql
 
 from finpipe import stack
 from finpipe.stack.postgres import PostgresCluster
+from finpipe.stack.settings import get_stack_settings
 from finpipe_core.db import apply_migrations
-from finpipe_core.settings import get_settings
+from tests.fixtures import kafka_nodes
 from tests.fixtures.pipeline import Pipeline
 from tests.test_faults.faultkit import ProgressSampler, wait_log, yearly_tasks
 
 
 def one_run(pyspy: str | None) -> bool:
     """True if the agent hung."""
-    base = get_settings()
+    base = get_stack_settings()
     home = Path("/tmp") / f"finpipe-repro-{uuid.uuid4().hex[:8]}"
     cluster = base.model_copy(update={"state_dir": str(home), "kafka_cluster_base_port": 19400})
-    bootstrap, seconds = stack.cluster_up(cluster)
+    bootstrap, seconds = kafka_nodes.cluster_up(cluster)
     print(f"cluster {bootstrap} ready in {seconds:.0f} s", flush=True)
     cluster = cluster.model_copy(update={"kafka_bootstrap_servers": bootstrap})
     tag = uuid.uuid4().hex[:8]
@@ -78,7 +79,7 @@ def one_run(pyspy: str | None) -> bool:
         with ProgressSampler(settings) as progress:
             pipe.send_tasks(tasks[:320])
             progress.wait_bars(30_000, 120)
-            victim = stack.kafka_cluster_nodes(cluster)[coordinator - 1]
+            victim = kafka_nodes.kafka_cluster_nodes(cluster)[coordinator - 1]
             victim.process(cluster).signal(signal.SIGKILL)
             killed_at = time.monotonic()
             before = progress.latest_bars()
@@ -94,7 +95,7 @@ def one_run(pyspy: str | None) -> bool:
             subprocess.run([pyspy, "dump", "--pid", str(agent.proc.pid)], check=False)
     finally:
         pipe.stop_all()
-        stack.cluster_down(cluster)
+        kafka_nodes.cluster_down(cluster)
         with admin_pg.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(db)))

@@ -35,6 +35,7 @@ from faultkit import (
 )
 
 from finpipe import stack
+from tests.fixtures import kafka_nodes
 from workers.sources.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -86,7 +87,7 @@ def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelin
     wait_log(workers[0], "assigned partitions")
     wait_log(workers[1], "assigned [")
     admin = AdminClient(s.kafka_client_config())
-    nodes = stack.kafka_cluster_nodes(kafka_cluster)
+    nodes = kafka_nodes.kafka_cluster_nodes(kafka_cluster)
     victim_id = _choose_victim(admin, s.agent_group, s.processor_group)
     victim = next(n for n in nodes if n.node_id == victim_id)
 

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from finpipe.cli import worker_names
 from finpipe.stack import paths
+from finpipe.stack.local_workers import worker_names
 from finpipe.stack.processes import ManagedProcess
 from tests.fixtures.pipeline import assert_indicators_exact
 from workers.sources.sample import SampleSource

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from finpipe.stack.settings import StackSettings
 from finpipe_core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_readme_documents_every_env_var() -> None:
+@pytest.mark.parametrize("settings_class", [Settings, StackSettings])
+def test_readme_documents_every_env_var(settings_class: type[Settings]) -> None:
+    """The shared settings and the local stack's (a subclass) are one table in the README."""
     readme = (REPO / "README.md").read_text()
-    missing = [v for v in Settings().env_var_names().values() if f"`{v}`" not in readme]
+    names = settings_class.model_construct().env_var_names().values()
+    missing = [v for v in names if f"`{v}`" not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
 
 

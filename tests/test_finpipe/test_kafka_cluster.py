@@ -13,16 +13,17 @@ from confluent_kafka.admin import AdminClient
 from finpipe import stack
 from finpipe_core.kafka import consumer_config, producer_config
 from finpipe_core.settings import Settings
+from tests.fixtures import kafka_nodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def cluster(settings: Settings):
-    bootstrap, seconds = stack.cluster_up(settings)
+    bootstrap, seconds = kafka_nodes.cluster_up(settings)
     print(f"3-broker cluster ready in {seconds:.1f} s")
     yield settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
-    stack.cluster_down(settings)
+    kafka_nodes.cluster_down(settings)
 
 
 def _roundtrip(settings: Settings, topic: str, n: int) -> tuple[bool, tuple[int, int]]:
@@ -60,7 +61,7 @@ def test_three_brokers_replicate_and_tolerate_one_loss(cluster: Settings):
     assert ok, counts
 
     # One broker killed: acks=all with min.insync.replicas=2 still accepts writes.
-    victim = stack.kafka_cluster_nodes(cluster)[2]
+    victim = kafka_nodes.kafka_cluster_nodes(cluster)[2]
     victim.process(cluster).signal(signal.SIGKILL)
     ok, counts = _roundtrip(cluster, topic, 300)
     assert ok, counts

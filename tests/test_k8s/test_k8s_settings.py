@@ -1,4 +1,4 @@
-"""The Kubernetes files say what finpipe_core/settings.py says.
+"""The Kubernetes files say what finpipe_core/settings.py (and the local stack's settings) say.
 
 Topic names, consumer groups, ports, partitions and env var names in the rendered chart, the
 Strimzi and CloudNativePG manifests, the Prometheus values and the Dagster values are compared
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from finpipe.stack.settings import StackSettings
 from finpipe_core.kafka import consumer_config
 from finpipe_core.settings import Settings
 
@@ -79,6 +80,16 @@ def test_configmap_keys_are_settings_env_vars(configmap, code_settings: Settings
     assert set(configmap) <= names, sorted(set(configmap) - names)
     secret_names = {code_settings.env_var_names()[f] for f in SECRET_FIELDS}
     assert not secret_names & set(configmap), "a credential in the ConfigMap"
+
+
+def test_no_local_stack_setting_reaches_the_pods(rendered, configmap) -> None:
+    """A pod reads the shared settings only: no state dir, broker heap or local ports."""
+    stack_only = {StackSettings.model_construct().env_var_names()[f]
+                  for f in StackSettings.stack_fields()}
+    assert stack_only and not stack_only & set(configmap)
+    for sts in of_kind(rendered, "StatefulSet").values():
+        for c in containers(sts):
+            assert not stack_only & {e["name"] for e in c.get("env", [])}, c["name"]
 
 
 def test_every_env_var_in_the_pods_is_a_settings_field(rendered, code_settings) -> None:
@@ -261,7 +272,8 @@ def test_kafka_cluster_is_kraft_three_brokers_replicated(strimzi_docs, cluster_s
     assert config["transaction.state.log.min.isr"] == 2
     assert config["offsets.topic.replication.factor"] == 3
     assert config["auto.create.topics.enable"] is False
-    assert kafka["spec"]["kafka"]["version"] == cluster_settings.kafka_version
+    # The same broker version as the local stack's.
+    assert kafka["spec"]["kafka"]["version"] == StackSettings.model_fields["kafka_version"].default
 
 
 def test_bootstrap_servers_is_the_strimzi_tls_listener(

@@ -21,10 +21,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg2 import sql
 from pydantic import SecretStr
 
-from finpipe.stack import kafka as stack_kafka
 from finpipe.stack.postgres import PostgresCluster
 from finpipe_core.db import apply_migrations
 from finpipe_core.settings import Settings
+from tests.fixtures import kafka_nodes
 
 # The group roles migration 0003 creates, by the process kind that logs in with them.
 # Two agent logins: the rate-limit budget must work for every member of finpipe_agent.
@@ -61,7 +61,7 @@ class SaslBroker:
         return {
             "bootstrap.servers": self.bootstrap,
             "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": stack_kafka.SASL_MECHANISM,
+            "sasl.mechanism": kafka_nodes.SASL_MECHANISM,
             "sasl.username": self.user(kind),
             "sasl.password": self.users[kind] if password is None else password,
         }
@@ -70,7 +70,7 @@ class SaslBroker:
         """The FINPIPE_* variables a worker of ``kind`` gets to reach this broker."""
         return {
             "FINPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-            "FINPIPE_KAFKA_SASL_MECHANISM": stack_kafka.SASL_MECHANISM,
+            "FINPIPE_KAFKA_SASL_MECHANISM": kafka_nodes.SASL_MECHANISM,
             "FINPIPE_KAFKA_SASL_USERNAME": self.user(kind),
             "FINPIPE_KAFKA_SASL_PASSWORD": self.users[kind],
         }
@@ -80,7 +80,7 @@ class SaslBroker:
         return base.model_copy(update={
             "kafka_bootstrap_servers": self.bootstrap,
             "kafka_security_protocol": "SASL_PLAINTEXT",
-            "kafka_sasl_mechanism": stack_kafka.SASL_MECHANISM,
+            "kafka_sasl_mechanism": kafka_nodes.SASL_MECHANISM,
             "kafka_sasl_username": self.user(kind),
             "kafka_sasl_password": SecretStr(self.users[kind]),
         })
@@ -98,15 +98,15 @@ def sasl_broker(local_stack: Settings) -> Iterator[SaslBroker]:
     users = {kind: _password() for kind in ("manager", "agent", "processor")}
     broker = SaslBroker("", "", "", {}, users)
     try:
-        broker.bootstrap = stack_kafka.sasl_node_up(
+        broker.bootstrap = kafka_nodes.sasl_node_up(
             local_stack, {broker.user(k): p for k, p in users.items()}, tls=True
         )
-        broker.tls_bootstrap = stack_kafka.sasl_tls_bootstrap(local_stack)
-        broker.ca_file = str(stack_kafka.sasl_ca_file(local_stack))
-        broker.admin = stack_kafka.sasl_admin_config(local_stack)
+        broker.tls_bootstrap = kafka_nodes.sasl_tls_bootstrap(local_stack)
+        broker.ca_file = str(kafka_nodes.sasl_ca_file(local_stack))
+        broker.admin = kafka_nodes.sasl_admin_config(local_stack)
         yield broker
     finally:
-        stack_kafka.sasl_node_down(local_stack)
+        kafka_nodes.sasl_node_down(local_stack)
 
 
 # --- PostgreSQL least privilege --------------------------------------------------------------

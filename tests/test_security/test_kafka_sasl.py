@@ -1,8 +1,8 @@
 """Kafka with SASL/SCRAM-SHA-512 and ACLs: the whole pipeline runs through it, configured
 from FINPIPE_* variables only, and clients without valid credentials or ACLs are refused.
 
-The node (``finpipe.stack.kafka.sasl_node_up``) is a separate single KRaft node with fresh
-SCRAM users per module; the development broker is not touched.
+The node (``tests.fixtures.kafka_nodes.sasl_node_up``) is a separate single KRaft node with
+fresh SCRAM users per module; the development broker is not touched.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from finpipe.stack.kafka import create_acls, pipeline_acls
 from finpipe_core.calendar import trading_days
 from finpipe_manager.outbox import emit_tasks, make_producer
 from finpipe_manager.universe import UniverseEntry, sync_universe
+from tests.fixtures.kafka_nodes import create_acls, pipeline_acls
 from tests.fixtures.pipeline import Pipeline, assert_indicators_exact
 
 pytestmark = [
