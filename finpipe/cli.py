@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg2
 import typer
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -217,7 +217,7 @@ def _read_dlq(settings: Settings, limit: int | None = None) -> list:
     )
     topic = settings.dlq_topic
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, -2) for p in partitions])  # -2: beginning
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     records, finished = [], set()
     deadline = time.monotonic() + 30
     try:

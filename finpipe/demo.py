@@ -33,6 +33,7 @@ from finpipe.stack import paths
 from finpipe.stack.dagster_env import dagster_env
 from finpipe.stack.local_workers import start_workers
 from finpipe.stack.settings import StackSettings
+from finpipe_core import tasks
 from finpipe_core.calendar import trading_days
 from finpipe_core.db import connection
 from finpipe_core.settings import Settings
@@ -57,8 +58,7 @@ class DemoResult:
 
 def _count_tasks(settings: Settings) -> int:
     with connection(settings) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM tasks")
-        return int(cur.fetchone()[0])
+        return tasks.count(cur)
 
 
 def _nothing_to_request(settings: Settings) -> bool:

@@ -57,6 +57,18 @@ def test_imports_run_one_way(package: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def test_only_the_entry_point_imports_the_commands() -> None:
+    """Inside the CLI package, ``finpipe.cli`` is the top: no module imports it, and the local
+    stack (the machinery under the commands) imports none of the commands."""
+    wrong = []
+    for path in (REPO / "finpipe").rglob("*.py"):
+        commands = {"finpipe.cli"} if path.name != "cli.py" else set()
+        if "stack" in path.relative_to(REPO).parts:
+            commands |= {"finpipe.cli", "finpipe.dev", "finpipe.demo"}
+        wrong += [f"{path.relative_to(REPO)} imports {m}" for m in commands & _imports(path)]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_no_import_cycles() -> None:
     graph = _graph()
     cycles: list[list[str]] = []

@@ -85,3 +85,17 @@ def test_indicator_table_has_a_column_per_engine_output(local_stack: Settings):
         columns = [r[0] for r in cur.fetchall()]
     conn.close()
     assert columns == ["symbol", "date", *INDICATOR_COLUMNS]
+
+
+def test_down_stops_the_test_brokers_last() -> None:
+    """``finpipe down`` recognises brokers by name (it stops them after their clients); the
+    tests' nodes live outside the product, so their names must follow the product's rule."""
+    from finpipe.stack.kafka import is_broker, kafka_single_node
+    from finpipe.stack.settings import StackSettings
+    from tests.fixtures.kafka_nodes import kafka_cluster_nodes, kafka_sasl_node
+
+    settings = StackSettings(state_dir="/var/tmp/finpipe-layout-test")
+    nodes = [kafka_single_node(settings), *kafka_cluster_nodes(settings)]
+    nodes.append(kafka_sasl_node(settings))
+    assert all(is_broker(node.name) for node in nodes), [node.name for node in nodes]
+    assert not any(is_broker(name) for name in ("dagster-dev", "agent-1a2b3c-1", "processor-x"))
