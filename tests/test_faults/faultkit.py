@@ -10,6 +10,8 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -21,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from tests.fixtures.pipeline import REPO, Pipeline, WorkerProcess, assert_indicators_exact
 from workers import contracts
@@ -320,3 +329,110 @@ def dump(obj: object) -> str:
 
 def env_flag(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+# --- group membership: who owns which partition, when offsets move ---------------------------
+
+
+_EVENT_RE = re.compile(r"\b(assigned|revoked|lost)(?: partitions=| )\[([^\]]*)\]")
+
+
+def owned_partitions(log_text: str) -> set[int]:
+    """The partitions a worker owned at the end of its log (incremental assign/revoke)."""
+    owned: set[int] = set()
+    for event, inner in _EVENT_RE.findall(log_text):
+        numbers = re.findall(r"\((\d+),", inner) if "(" in inner else re.findall(r"\d+", inner)
+        parts = {int(n) for n in numbers}
+        owned = owned | parts if event == "assigned" else owned - parts
+    return owned
+
+
+class OffsetWatch:
+    """Samples both groups' committed offsets every 0.1 s in a background thread."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.settings = pipe.settings
+        self.history: dict[tuple[str, int], list[tuple[float, int]]] = {}
+        self._stop = threading.Event()
+        self._admin = AdminClient(self.settings.kafka_client_config())
+        self._thread = threading.Thread(target=self._run, daemon=True, name="offsets")
+
+    def __enter__(self) -> OffsetWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _record(self, kind: str, partition: int, offset: int, t: float) -> None:
+        series = self.history.setdefault((kind, partition), [])
+        if not series or series[-1][1] != offset:
+            series.append((t, offset))
+
+    def _run(self) -> None:
+        conn = connect(self.settings)
+        conn.autocommit = True
+        s = self.settings
+        while not self._stop.is_set():
+            t = time.monotonic()
+            with conn.cursor() as cur:
+                cur.execute("SELECT partition, next_offset FROM consumer_offsets WHERE "
+                            "group_id = %s AND topic = %s", (s.processor_group, s.data_topic))
+                for partition, offset in cur.fetchall():
+                    self._record("processor", partition, offset, t)
+            try:
+                future = self._admin.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(s.agent_group)], request_timeout=5
+                )[s.agent_group]
+                for tp in future.result().topic_partitions:
+                    if tp.offset >= 0:
+                        self._record("agent", tp.partition, tp.offset, t)
+            except Exception:  # the group may be between coordinators; sample again
+                pass
+            self._stop.wait(0.1)
+        conn.close()
+
+    def offset_at(self, kind: str, partition: int, t: float) -> int:
+        before = [o for ts, o in self.history.get((kind, partition), []) if ts <= t]
+        return before[-1] if before else 0
+
+    def first_advance(self, kind: str, partition: int, t: float) -> float | None:
+        """Seconds from ``t`` to the first commit on ``partition`` past its offset at ``t``."""
+        base = self.offset_at(kind, partition, t)
+        for ts, offset in self.history.get((kind, partition), []):
+            if ts > t and offset > base:
+                return ts - t
+        return None
+
+
+def summary(values: list[float]) -> str:
+    """count, p50, p95, max and total of some durations, for a figures line."""
+    if not values:
+        return "none"
+    values = sorted(values)
+    return (f"n={len(values)} p50={statistics.median(values):.1f}s p95={p95(values):.1f}s "
+            f"max={values[-1]:.1f}s total={sum(values):.0f}s")
+
+
+def p95(values: list[float]) -> float:
+    """The nearest-rank 95th percentile (with 10 values: the largest)."""
+    values = sorted(values)
+    return values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+
+
+_LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def assignments(log_text: str) -> list[tuple[float, set[int]]]:
+    """Each ``assigned`` line of a worker's log: (wall-clock time, partitions)."""
+    out = []
+    for line in log_text.splitlines():
+        when = _LOG_TIME_RE.match(line)
+        event = _EVENT_RE.search(line)
+        if when and event and event.group(1) == "assigned":
+            stamp = dt.datetime.strptime(when.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            inner = event.group(2)
+            numbers = re.findall(r"\((\d+),", inner) if "(" in inner else re.findall(r"\d+", inner)
+            out.append((stamp.timestamp(), {int(n) for n in numbers}))
+    return out

@@ -25,26 +25,27 @@ import random
 import re
 import signal
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 from faultkit import (
+    OffsetWatch,
     ProgressSampler,
     assert_exact,
     dlq_counts,
     duplicate_deliveries,
     log_count,
+    owned_partitions,
+    p95,
     record_figures,
     start_script,
+    summary,
     yearly_tasks,
 )
 
 from tests.fixtures.pipeline import Pipeline, WorkerProcess
-from workers.db import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,19 +72,6 @@ FETCH_S = 0.03
 RESTART_P95_GOAL_S = 10.0
 RESTART_P50_LIMIT_S = 2 * RESTART_P95_GOAL_S
 
-_EVENT_RE = re.compile(r"\b(assigned|revoked|lost)(?: partitions=| )\[([^\]]*)\]")
-
-
-def owned_partitions(log_text: str) -> set[int]:
-    """The partitions a worker owned at the end of its log (incremental assign/revoke)."""
-    owned: set[int] = set()
-    for event, inner in _EVENT_RE.findall(log_text):
-        numbers = re.findall(r"\((\d+),", inner) if "(" in inner else re.findall(r"\d+", inner)
-        parts = {int(n) for n in numbers}
-        owned = owned | parts if event == "assigned" else owned - parts
-    return owned
-
-
 @dataclass
 class Disruption:
     kind: str  # agent | processor
@@ -98,65 +86,6 @@ class Disruption:
         """Seconds until the first commit on any of the victim's pending partitions."""
         known = [s for s in self.stalls.values() if s is not None]
         return min(known) if known else None
-
-
-class OffsetWatch:
-    """Samples both groups' committed offsets every 0.1 s in a background thread."""
-
-    def __init__(self, pipe: Pipeline) -> None:
-        self.settings = pipe.settings
-        self.history: dict[tuple[str, int], list[tuple[float, int]]] = {}
-        self._stop = threading.Event()
-        self._admin = AdminClient(self.settings.kafka_client_config())
-        self._thread = threading.Thread(target=self._run, daemon=True, name="offsets")
-
-    def __enter__(self) -> OffsetWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _record(self, kind: str, partition: int, offset: int, t: float) -> None:
-        series = self.history.setdefault((kind, partition), [])
-        if not series or series[-1][1] != offset:
-            series.append((t, offset))
-
-    def _run(self) -> None:
-        conn = connect(self.settings)
-        conn.autocommit = True
-        s = self.settings
-        while not self._stop.is_set():
-            t = time.monotonic()
-            with conn.cursor() as cur:
-                cur.execute("SELECT partition, next_offset FROM consumer_offsets WHERE "
-                            "group_id = %s AND topic = %s", (s.processor_group, s.data_topic))
-                for partition, offset in cur.fetchall():
-                    self._record("processor", partition, offset, t)
-            try:
-                future = self._admin.list_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(s.agent_group)], request_timeout=5
-                )[s.agent_group]
-                for tp in future.result().topic_partitions:
-                    if tp.offset >= 0:
-                        self._record("agent", tp.partition, tp.offset, t)
-            except Exception:  # the group may be between coordinators; sample again
-                pass
-            self._stop.wait(0.1)
-        conn.close()
-
-    def offset_at(self, kind: str, partition: int, t: float) -> int:
-        before = [o for ts, o in self.history.get((kind, partition), []) if ts <= t]
-        return before[-1] if before else 0
-
-    def first_advance(self, kind: str, partition: int, t: float) -> float | None:
-        """Seconds from ``t`` to the first commit on ``partition`` past its offset at ``t``."""
-        base = self.offset_at(kind, partition, t)
-        for ts, offset in self.history.get((kind, partition), []):
-            if ts > t and offset > base:
-                return ts - t
-        return None
 
 
 class Chaos:
@@ -243,20 +172,6 @@ class Chaos:
         self._watermarks.close()
 
 
-def _summary(values: list[float]) -> str:
-    if not values:
-        return "none"
-    values = sorted(values)
-    p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
-    return (f"n={len(values)} p50={statistics.median(values):.1f}s p95={p95:.1f}s "
-            f"max={values[-1]:.1f}s total={sum(values):.0f}s")
-
-
-def _p95(values: list[float]) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
-
-
 def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
     static = MODE == "static"
     pipe = pipeline_factory(source="synthetic")
@@ -332,15 +247,15 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
         bar_messages=messages, dead_letters=sum(dead.values()), unanswered=unanswered,
     )
     for kind in ("agent", "processor"):
-        met = bool(resumed[kind]) and _p95(resumed[kind]) <= RESTART_P95_GOAL_S
+        met = bool(resumed[kind]) and p95(resumed[kind]) <= RESTART_P95_GOAL_S
         record_figures(f"chaos[{MODE}] {kind} SIGKILL->flowing again",
-                       per_kill=_summary(resumed[kind]),
-                       per_partition=_summary(per_partition[kind]),
+                       per_kill=summary(resumed[kind]),
+                       per_partition=summary(per_partition[kind]),
                        goal=f"p95<={RESTART_P95_GOAL_S:.0f}s:{'met' if met else 'missed'}")
     record_figures(f"chaos[{MODE}] processor SIGTERM->flowing again",
-                   per_stop=_summary(handovers))
+                   per_stop=summary(handovers))
     record_figures(f"chaos[{MODE}] processor lost for good (SIGKILL, no replacement)->flowing "
-                   "again", per_loss=_summary(lost))
+                   "again", per_loss=summary(lost))
 
     assert exact.lost == 0 and exact.doubled == 0
     assert sum(dead.values()) == 0
@@ -352,4 +267,4 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
     if static:
         for kind in ("agent", "processor"):
             assert statistics.median(resumed[kind]) <= RESTART_P50_LIMIT_S, (
-                f"{kind} SIGKILL->flowing again {_summary(resumed[kind])}")
+                f"{kind} SIGKILL->flowing again {summary(resumed[kind])}")

@@ -1,0 +1,292 @@
+"""Handover: how long a worker's partitions stand still when it is lost for good or stopped.
+
+The chaos test measures SIGKILL with a replacement (a pod restart). This test measures what it
+cannot: a worker that never comes back (scale-down with its node lost: SIGKILL, no
+replacement) and graceful stops (SIGTERM, as KEDA's scale-down and a rolling update do),
+alone and while a rebalance is pending. Agents and processors are disrupted at the same
+moments (their groups are independent).
+
+Tasks arrive at a steady rate (a feeder thread, one month of bars per task), so every
+partition of both topics gets new work several times a second and its committed offset moves
+about once a second while it has an owner. After a disruption the victim's partitions only
+move again once another worker owns them; per partition the test records:
+
+- ``handover``: seconds from the disruption until a live worker logs it assigned, and
+- ``flowing``: seconds until its committed offset moves again (processors:
+  ``consumer_offsets`` in PostgreSQL; agents: the group's committed offsets in Kafka),
+  i.e. the handover plus the fetch and first batch of the new owner.
+
+The scenarios, 3 workers of each kind to start with (static members, as in Kubernetes):
+
+1. ``lost``: SIGKILL of one worker, no replacement. Its partitions move when its session
+   expires; ``flowing`` must stay within the session timeout plus ``LOSS_MARGIN_S``.
+2. ``sigterm``: SIGTERM on a quiet group; within ``SIGTERM_GOAL_S``.
+3. ``sigterm-in-join``: SIGTERM while the rebalance that a newly started worker asked for
+   is under way; within ``SIGTERM_GOAL_S``.
+4. ``sigterm-behind-dead``: SIGTERM while a rebalance waits for a member that was SIGKILLed
+   (a new worker joined after the kill): nothing moves before the dead member's session
+   expires, so the stopped worker's partitions must flow within ``SIGTERM_GOAL_S`` of the
+   dead one's (a stop must not add a session timeout of its own).
+
+Afterwards every task sent must be stored exactly (no loss, no duplicate) as in the other
+fault tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from confluent_kafka import Producer
+from faultkit import (
+    OffsetWatch,
+    assert_exact,
+    assignments,
+    owned_partitions,
+    record_figures,
+    summary,
+    wait_log,
+)
+
+from tests.fixtures.pipeline import Pipeline, WorkerProcess
+from workers import contracts
+from workers.kafka import producer_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KINDS = ("agent", "processor")
+SYMBOLS = [f"HND{i:03d}" for i in range(150)]
+FIRST_MONTH = dt.date(2010, 1, 1)
+# Tasks per second fed to the agents: about 3 per partition per second, a small load.
+FEED_PER_S = 40
+# The goal (issue 17): a SIGTERMed worker's partitions flow again within 5 s.
+SIGTERM_GOAL_S = 5.0
+# A lost worker's partitions cannot move before its session expires; after that: up to one
+# heartbeat (1 s) until the survivors hear of the rebalance, the batch each has in hand (at
+# most about 1 s: a processor's BATCH_BYTES, an agent's transaction budget) before it rejoins,
+# the join and sync round trips, then the new owner's offset read, fetch and first commit
+# (its consume() waits up to 1 s for a batch). 5 s covers that on this loaded 2-core machine
+# and, with the default 10 s session, is the issue's "at most 15 s".
+LOSS_MARGIN_S = 5.0
+# How long to wait for a disruption's partitions to flow again before giving up on it.
+WAIT_CAP_S = 40.0
+
+
+@dataclass
+class Disruption:
+    kind: str
+    slot: str
+    how: str  # lost | sigterm | sigterm-in-join | sigterm-behind-dead
+    t: float  # time.monotonic() of the signal
+    wall: float  # time.time() of the signal (worker logs carry wall-clock times)
+    owned: set[int]
+    victim: WorkerProcess
+    handover: dict[int, float | None] = field(default_factory=dict)
+    flowing: dict[int, float | None] = field(default_factory=dict)
+
+    def done(self) -> bool:
+        return bool(self.owned) and all(
+            self.flowing.get(p) is not None and self.handover.get(p) is not None
+            for p in self.owned
+        )
+
+    def slowest(self) -> float | None:
+        """Seconds until the last of its partitions flowed again (None: one never did)."""
+        values = [self.flowing.get(p) for p in self.owned]
+        return None if not values or None in values else max(values)
+
+
+class Feeder:
+    """Sends monthly tasks at ``FEED_PER_S`` in a background thread, month by month (each
+    symbol's tasks in date order), like a manager whose tasks trickle in."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+        self.sent: list[tuple[str, dt.date, dt.date]] = []
+        self.ids: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="feeder")
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _tasks(self):
+        month = FIRST_MONTH
+        while True:
+            end = (month + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+            for symbol in SYMBOLS:
+                yield symbol, month, end
+            month = end + dt.timedelta(days=1)
+
+    def _run(self) -> None:
+        producer = Producer(producer_config(self.pipe.settings))
+        tick, per_tick = 0.1, max(1, round(FEED_PER_S * 0.1))
+        tasks = self._tasks()
+        while not self._stop.wait(tick):
+            for _ in range(per_tick):
+                symbol, start, end = next(tasks)
+                task_id = contracts.make_task_id(symbol, start, end)
+                task = contracts.FetchTask(
+                    schema_version=contracts.SCHEMA_VERSION, task_id=task_id, symbol=symbol,
+                    start=start, end=end, requested_by="test",
+                )
+                producer.produce(self.pipe.settings.tasks_topic, key=symbol.encode(),
+                                 value=contracts.encode(task))
+                self.sent.append((symbol, start, end))
+                self.ids.append(task_id)
+            producer.poll(0)
+        assert producer.flush(30) == 0
+
+
+class Workers:
+    """Live agents and processors by slot (``agent-0`` ...), each a static member."""
+
+    def __init__(self, pipe: Pipeline, watch: OffsetWatch) -> None:
+        self.pipe, self.watch = pipe, watch
+        self.live: dict[str, WorkerProcess] = {}
+        self.disruptions: list[Disruption] = []
+
+    def start(self, kind: str, index: int) -> WorkerProcess:
+        slot = f"{kind}-{index}"
+        worker = self.pipe.start(kind, slot=slot)
+        self.live[slot] = worker
+        return worker
+
+    def wait_assigned(self, workers: list[WorkerProcess], settle_s: float = 2.0) -> None:
+        """Until each of ``workers`` has been assigned partitions, then ``settle_s`` more
+        (the rebalance its join caused is over)."""
+        for worker in workers:
+            wait_log(worker, "assigned", timeout=60)
+        time.sleep(settle_s)
+
+    def disrupt(self, slot: str, how: str) -> Disruption:
+        worker = self.live.pop(slot)
+        owned = owned_partitions(worker.log.read_text(errors="replace"))
+        t, wall = time.monotonic(), time.time()
+        if how == "lost":
+            worker.kill(signal.SIGKILL)
+        else:  # SIGTERM without waiting: the worker finishes its batch and leaves the group
+            worker.expected_exit = True
+            worker.proc.send_signal(signal.SIGTERM)
+        d = Disruption(worker.kind, slot, how, t, wall, owned, worker)
+        self.disruptions.append(d)
+        return d
+
+    def measure(self, d: Disruption) -> None:
+        others = [w for w in self.pipe.workers if w.kind == d.kind and w is not d.victim]
+        taken = [(when, parts) for w in others
+                 for when, parts in assignments(w.log.read_text(errors="replace"))
+                 if when >= d.wall]
+        for p in d.owned:
+            times = [when - d.wall for when, parts in taken if p in parts]
+            d.handover[p] = min(times) if times else None
+            d.flowing[p] = self.watch.first_advance(d.kind, p, d.t)
+
+    def wait_flowing(self, ds: list[Disruption]) -> None:
+        """Until every partition of ``ds`` flows again, or ``WAIT_CAP_S`` after the first."""
+        deadline = min(d.t for d in ds) + WAIT_CAP_S
+        while time.monotonic() < deadline:
+            for d in ds:
+                self.measure(d)
+            if all(d.done() for d in ds):
+                return
+            time.sleep(0.2)
+        for d in ds:
+            self.measure(d)
+
+    def reap(self) -> None:
+        """Wait for the SIGTERMed workers to exit (they must, by themselves)."""
+        for w in self.pipe.workers:
+            if w.expected_exit and w.proc.poll() is None:
+                w.proc.wait(30)
+
+
+def test_lost_and_stopped_workers_hand_their_partitions_over(pipeline_factory):
+    pipe = pipeline_factory(source="synthetic")
+    session_s = pipe.settings.kafka_session_timeout_ms / 1000
+    loss_limit_s = session_s + LOSS_MARGIN_S
+    t0 = time.monotonic()
+    with OffsetWatch(pipe) as watch, Feeder(pipe) as feeder:
+        group = Workers(pipe, watch)
+        group.wait_assigned([group.start(k, i) for k in KINDS for i in range(3)])
+
+        # 1. Lost for good: SIGKILL, no replacement; then the slot comes back (a new member).
+        lost = [group.disrupt(f"{k}-2", "lost") for k in KINDS]
+        group.wait_flowing(lost)
+        group.wait_assigned([group.start(k, 2) for k in KINDS])
+
+        # 2. A graceful stop in a quiet group; the slot comes back.
+        quiet = [group.disrupt(f"{k}-0", "sigterm") for k in KINDS]
+        group.wait_flowing(quiet)
+        group.wait_assigned([group.start(k, 0) for k in KINDS])
+
+        # 3. A graceful stop while a join's rebalance is under way: a fourth worker starts,
+        # and once it has subscribed (and the others are rejoining) worker 1 is stopped.
+        joiners = [group.start(k, 3) for k in KINDS]
+        for w in joiners:
+            wait_log(w, " started", timeout=60)
+        time.sleep(1.0)  # its JoinGroup is in, the others hear of it on their next heartbeat
+        in_join = [group.disrupt(f"{k}-1", "sigterm-in-join") for k in KINDS]
+        group.wait_flowing(in_join)
+        group.wait_assigned(joiners, settle_s=1.0)
+
+        # 4. A graceful stop while the rebalance waits for a dead member: worker 2 is
+        # SIGKILLed, a worker joins (slot 1 again), and then worker 3 is stopped.
+        dead = [group.disrupt(f"{k}-2", "lost") for k in KINDS]
+        rejoined = [group.start(k, 1) for k in KINDS]
+        for w in rejoined:
+            wait_log(w, " started", timeout=60)
+        time.sleep(1.5)
+        behind = [group.disrupt(f"{k}-3", "sigterm-behind-dead") for k in KINDS]
+        group.wait_flowing(dead + behind)
+        group.reap()
+        scenarios_s = time.monotonic() - t0
+    pipe.wait_tasks(feeder.ids, timeout=120)
+    pipe.stop_all()
+    exact = assert_exact(pipe, feeder.sent, feeder.ids)
+
+    unmeasured = [f"{d.kind}-{d.how}" for d in group.disruptions if not d.owned]
+    record_figures(
+        "handover", tasks=len(feeder.ids), bars=exact.stored_bars,
+        rows_lost=exact.lost, rows_doubled=exact.doubled, session_s=session_s,
+        disruptions=len(group.disruptions), unmeasured=len(unmeasured),
+        scenarios_s=scenarios_s, wall_s=time.monotonic() - t0,
+    )
+    for kind in KINDS:
+        for how in ("lost", "sigterm", "sigterm-in-join", "sigterm-behind-dead"):
+            ds = [d for d in group.disruptions if d.kind == kind and d.how == how]
+            flowing = [v for d in ds for v in d.flowing.values() if v is not None]
+            handover = [v for d in ds for v in d.handover.values() if v is not None]
+            never = sum(1 for d in ds for p in d.owned if d.flowing.get(p) is None)
+            record_figures(f"handover {kind} {how}", events=len(ds),
+                           flowing_per_partition=summary(flowing),
+                           assigned_per_partition=summary(handover), never_flowed=never)
+
+    assert exact.lost == 0 and exact.doubled == 0
+    assert not unmeasured, f"victims that owned no partition: {unmeasured}"
+    for d in group.disruptions:
+        label = f"{d.kind} {d.how} ({d.slot}): flowing={d.flowing} assigned={d.handover}"
+        assert d.slowest() is not None, f"a partition never flowed again: {label}"
+        if d.how == "lost":
+            assert d.slowest() <= loss_limit_s, label
+        elif d.how in ("sigterm", "sigterm-in-join"):
+            assert d.slowest() <= SIGTERM_GOAL_S, label
+    for kind in KINDS:
+        (dead_one,) = [d for d in dead if d.kind == kind]
+        (stopped,) = [d for d in behind if d.kind == kind]
+        # Both flow again after the dead member's session: the stop adds no session of its own.
+        dead_done = dead_one.t + dead_one.slowest()
+        stopped_done = stopped.t + stopped.slowest()
+        assert stopped_done <= dead_done + SIGTERM_GOAL_S, (
+            f"{kind}: stopped worker's partitions flowed {stopped_done - dead_done:.1f} s after "
+            f"the dead one's; dead={dead_one.flowing} stopped={stopped.flowing}"
+        )
