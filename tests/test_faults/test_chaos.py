@@ -72,6 +72,7 @@ FETCH_S = 0.03
 RESTART_P95_GOAL_S = 10.0
 RESTART_P50_LIMIT_S = 2 * RESTART_P95_GOAL_S
 
+
 @dataclass
 class Disruption:
     kind: str  # agent | processor
@@ -98,8 +99,9 @@ class Chaos:
         self.rng = random.Random(seed)
         self.live: dict[str, WorkerProcess] = {}
         self.disruptions: list[Disruption] = []
-        self._watermarks = Consumer({**pipe.settings.kafka_client_config(),
-                                     "group.id": "chaos-watermarks"})
+        self._watermarks = Consumer(
+            {**pipe.settings.kafka_client_config(), "group.id": "chaos-watermarks"}
+        )
 
     def start(self, kind: str, index: int) -> None:
         slot = f"{kind}-{index}"
@@ -107,8 +109,9 @@ class Chaos:
         if self.static:
             env["FINPIPE_WORKER_ID"] = slot
         if kind == "agent":  # a source with latency, so agents always have work in flight
-            worker = start_script(self.pipe, "slow_agent.py", "agent",
-                                  FAULT_FETCH_SECONDS=str(FETCH_S), **env)
+            worker = start_script(
+                self.pipe, "slow_agent.py", "agent", FAULT_FETCH_SECONDS=str(FETCH_S), **env
+            )
         else:
             worker = self.pipe.start(kind, **env)
         self.live[slot] = worker
@@ -205,8 +208,9 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
                 continue  # one kill of a kind at a time, so each kill's recovery is seen
             # Kill a worker at work: one whose partitions have work waiting (a process still
             # starting, or one whose partitions are drained, has nothing in flight to lose).
-            working = sorted(slot for slot in chaos.live if slot.startswith(kind)
-                             and chaos.has_work(slot))
+            working = sorted(
+                slot for slot in chaos.live if slot.startswith(kind) and chaos.has_work(slot)
+            )
             if working:
                 chaos.disrupt(chaos.rng.choice(working), "restart")
                 kills[kind] += 1
@@ -226,42 +230,75 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
     restarts = [d for d in chaos.disruptions if d.how == "restart"]
     graceful = [d for d in chaos.disruptions if d.how == "sigterm"]
     lost = [d.resumed for d in chaos.disruptions if d.how == "lost" and d.resumed is not None]
-    in_flight = {k: sum(1 for d in restarts if d.kind == k and d.pending)
-                 for k in ("agent", "processor")}
+    in_flight = {
+        k: sum(1 for d in restarts if d.kind == k and d.pending) for k in ("agent", "processor")
+    }
     # Per kill: until the victim's partitions flow again (the first commit on any of them),
     # and per partition: until each one does (includes waiting behind other partitions).
-    resumed = {k: [d.resumed for d in restarts if d.kind == k and d.resumed is not None]
-               for k in ("agent", "processor")}
-    per_partition = {k: [s for d in restarts if d.kind == k for s in d.stalls.values()
-                         if s is not None] for k in ("agent", "processor")}
+    resumed = {
+        k: [d.resumed for d in restarts if d.kind == k and d.resumed is not None]
+        for k in ("agent", "processor")
+    }
+    per_partition = {
+        k: [s for d in restarts if d.kind == k for s in d.stalls.values() if s is not None]
+        for k in ("agent", "processor")
+    }
     handovers = [d.resumed for d in graceful if d.resumed is not None]
     unanswered = sum(1 for d in chaos.disruptions for s in d.stalls.values() if s is None)
-    fenced = sum(int(n) for w in logs if w.kind == "processor" for n in re.findall(
-        r"dropped (\d+) messages another processor", w.log.read_text(errors="replace")))
-    dropped = sum(int(n) for w in logs if w.kind == "processor" for n in re.findall(
-        r"dropped (\d+) messages of partitions no longer owned",
-        w.log.read_text(errors="replace")))
+    fenced = sum(
+        int(n)
+        for w in logs
+        if w.kind == "processor"
+        for n in re.findall(
+            r"dropped (\d+) messages another processor", w.log.read_text(errors="replace")
+        )
+    )
+    dropped = sum(
+        int(n)
+        for w in logs
+        if w.kind == "processor"
+        for n in re.findall(
+            r"dropped (\d+) messages of partitions no longer owned",
+            w.log.read_text(errors="replace"),
+        )
+    )
     record_figures(
-        f"chaos[{MODE}]", bars=exact.stored_bars, tasks=len(ids), wall_s=wall_s,
-        kills_phase_s=kills_done_s, agent_kills=kills["agent"],
-        processor_kills=kills["processor"], agent_kills_in_flight=in_flight["agent"],
-        processor_kills_in_flight=in_flight["processor"], graceful_stops=len(graceful),
+        f"chaos[{MODE}]",
+        bars=exact.stored_bars,
+        tasks=len(ids),
+        wall_s=wall_s,
+        kills_phase_s=kills_done_s,
+        agent_kills=kills["agent"],
+        processor_kills=kills["processor"],
+        agent_kills_in_flight=in_flight["agent"],
+        processor_kills_in_flight=in_flight["processor"],
+        graceful_stops=len(graceful),
         assignments=log_count(logs, " assigned "),
         batch_retries=log_count(logs, "batch not committed"),
         agent_aborts=log_count(logs, "transaction aborted"),
-        fenced_messages=fenced, dropped_revoked=dropped, duplicate_deliveries=repeats,
-        bar_messages=messages, dead_letters=sum(dead.values()), unanswered=unanswered,
+        fenced_messages=fenced,
+        dropped_revoked=dropped,
+        duplicate_deliveries=repeats,
+        bar_messages=messages,
+        dead_letters=sum(dead.values()),
+        unanswered=unanswered,
     )
     for kind in ("agent", "processor"):
         met = bool(resumed[kind]) and p95(resumed[kind]) <= RESTART_P95_GOAL_S
-        record_figures(f"chaos[{MODE}] {kind} SIGKILL->flowing again",
-                       per_kill=summary(resumed[kind]),
-                       per_partition=summary(per_partition[kind]),
-                       goal=f"p95<={RESTART_P95_GOAL_S:.0f}s:{'met' if met else 'missed'}")
-    record_figures(f"chaos[{MODE}] processor SIGTERM->flowing again (from its exit)",
-                   per_stop=summary(handovers))
-    record_figures(f"chaos[{MODE}] processor lost for good (SIGKILL, no replacement)->flowing "
-                   "again", per_loss=summary(lost))
+        record_figures(
+            f"chaos[{MODE}] {kind} SIGKILL->flowing again",
+            per_kill=summary(resumed[kind]),
+            per_partition=summary(per_partition[kind]),
+            goal=f"p95<={RESTART_P95_GOAL_S:.0f}s:{'met' if met else 'missed'}",
+        )
+    record_figures(
+        f"chaos[{MODE}] processor SIGTERM->flowing again (from its exit)",
+        per_stop=summary(handovers),
+    )
+    record_figures(
+        f"chaos[{MODE}] processor lost for good (SIGKILL, no replacement)->flowing again",
+        per_loss=summary(lost),
+    )
 
     assert exact.lost == 0 and exact.doubled == 0
     assert sum(dead.values()) == 0
@@ -273,4 +310,5 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
     if static:
         for kind in ("agent", "processor"):
             assert statistics.median(resumed[kind]) <= RESTART_P50_LIMIT_S, (
-                f"{kind} SIGKILL->flowing again {summary(resumed[kind])}")
+                f"{kind} SIGKILL->flowing again {summary(resumed[kind])}"
+            )
