@@ -11,6 +11,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from finpipe_core.settings import Settings
 
+# The longest a graceful stop polls for its revocation to be served and its LeaveGroup sent
+# (``leave_group``); it takes one or two polls, this bounds a wedged client.
+LEAVE_TIMEOUT_SECONDS = 10.0
+
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """An idempotent, acks=all producer that partitions keys like the Java client.
@@ -66,21 +70,31 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     return config
 
 
-def leave_group(consumer: Consumer) -> None:
+def leave_group(consumer: Consumer, timeout: float = LEAVE_TIMEOUT_SECONDS) -> None:
     """Leave the group now, handing the partitions over, then close the consumer.
 
     ``close()`` alone does not leave for a static member (KIP-345: it expects to come back
-    and keeps its partitions until the session times out); ``unsubscribe()`` does leave, so
-    a graceful stop (scale-down, rolling update) hands its partitions over at once.
+    and keeps its partitions until the session times out). ``unsubscribe()`` does leave, but
+    only once the revocation it starts has been served by a ``poll()``: closing right after
+    it terminated the group before the LeaveGroup went out, so a SIGTERMed worker's
+    partitions waited for the session timeout like a killed one's (measured in
+    tests/test_faults/test_fault_handover.py). So poll until librdkafka has sent the
+    LeaveGroup (it clears the member id then), at most ``timeout`` seconds; ``close()``
+    then waits for its answer. Messages such a poll returns are dropped: their offsets were
+    never committed, so the next owner gets them.
     """
     try:
         consumer.unsubscribe()
+        deadline = time.monotonic() + timeout
+        while consumer.memberid() and time.monotonic() < deadline:
+            consumer.poll(0.1)
     finally:
         consumer.close()
 
 
-def wait_polling(consumer: Consumer, seconds: float, stop: threading.Event,
-                 beat: Callable[[], None]) -> None:
+def wait_polling(
+    consumer: Consumer, seconds: float, stop: threading.Event, beat: Callable[[], None]
+) -> None:
     """Wait ``seconds`` without leaving the group: pause the assigned partitions and keep
     polling (so ``max.poll.interval.ms`` is never exceeded), then resume them."""
     consumer.pause(consumer.assignment())

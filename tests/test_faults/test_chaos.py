@@ -25,21 +25,23 @@ import random
 import re
 import signal
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 from faultkit import (
+    OffsetWatch,
     ProgressSampler,
     assert_exact,
     dlq_counts,
     duplicate_deliveries,
     log_count,
+    owned_partitions,
+    p95,
     record_figures,
     start_script,
+    summary,
     yearly_tasks,
 )
 
@@ -71,18 +73,6 @@ FETCH_S = 0.03
 RESTART_P95_GOAL_S = 10.0
 RESTART_P50_LIMIT_S = 2 * RESTART_P95_GOAL_S
 
-_EVENT_RE = re.compile(r"\b(assigned|revoked|lost)(?: partitions=| )\[([^\]]*)\]")
-
-
-def owned_partitions(log_text: str) -> set[int]:
-    """The partitions a worker owned at the end of its log (incremental assign/revoke)."""
-    owned: set[int] = set()
-    for event, inner in _EVENT_RE.findall(log_text):
-        numbers = re.findall(r"\((\d+),", inner) if "(" in inner else re.findall(r"\d+", inner)
-        parts = {int(n) for n in numbers}
-        owned = owned | parts if event == "assigned" else owned - parts
-    return owned
-
 
 @dataclass
 class Disruption:
@@ -100,65 +90,6 @@ class Disruption:
         return min(known) if known else None
 
 
-class OffsetWatch:
-    """Samples both groups' committed offsets every 0.1 s in a background thread."""
-
-    def __init__(self, pipe: Pipeline) -> None:
-        self.settings = pipe.settings
-        self.history: dict[tuple[str, int], list[tuple[float, int]]] = {}
-        self._stop = threading.Event()
-        self._admin = AdminClient(self.settings.kafka_client_config())
-        self._thread = threading.Thread(target=self._run, daemon=True, name="offsets")
-
-    def __enter__(self) -> OffsetWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _record(self, kind: str, partition: int, offset: int, t: float) -> None:
-        series = self.history.setdefault((kind, partition), [])
-        if not series or series[-1][1] != offset:
-            series.append((t, offset))
-
-    def _run(self) -> None:
-        conn = connect(self.settings)
-        conn.autocommit = True
-        s = self.settings
-        while not self._stop.is_set():
-            t = time.monotonic()
-            with conn.cursor() as cur:
-                cur.execute("SELECT partition, next_offset FROM consumer_offsets WHERE "
-                            "group_id = %s AND topic = %s", (s.processor_group, s.data_topic))
-                for partition, offset in cur.fetchall():
-                    self._record("processor", partition, offset, t)
-            try:
-                future = self._admin.list_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(s.agent_group)], request_timeout=5
-                )[s.agent_group]
-                for tp in future.result().topic_partitions:
-                    if tp.offset >= 0:
-                        self._record("agent", tp.partition, tp.offset, t)
-            except Exception:  # the group may be between coordinators; sample again
-                pass
-            self._stop.wait(0.1)
-        conn.close()
-
-    def offset_at(self, kind: str, partition: int, t: float) -> int:
-        before = [o for ts, o in self.history.get((kind, partition), []) if ts <= t]
-        return before[-1] if before else 0
-
-    def first_advance(self, kind: str, partition: int, t: float) -> float | None:
-        """Seconds from ``t`` to the first commit on ``partition`` past its offset at ``t``."""
-        base = self.offset_at(kind, partition, t)
-        for ts, offset in self.history.get((kind, partition), []):
-            if ts > t and offset > base:
-                return ts - t
-        return None
-
-
 class Chaos:
     """The schedule: kills with replacement, alternating kinds, and processor rescaling."""
 
@@ -169,8 +100,9 @@ class Chaos:
         self.rng = random.Random(seed)
         self.live: dict[str, WorkerProcess] = {}
         self.disruptions: list[Disruption] = []
-        self._watermarks = Consumer({**pipe.settings.kafka_client_config(),
-                                     "group.id": "chaos-watermarks"})
+        self._watermarks = Consumer(
+            {**pipe.settings.kafka_client_config(), "group.id": "chaos-watermarks"}
+        )
 
     def start(self, kind: str, index: int) -> None:
         slot = f"{kind}-{index}"
@@ -178,8 +110,9 @@ class Chaos:
         if self.static:
             env["FINPIPE_WORKER_ID"] = slot
         if kind == "agent":  # a source with latency, so agents always have work in flight
-            worker = start_script(self.pipe, "slow_agent.py", "agent",
-                                  FAULT_FETCH_SECONDS=str(FETCH_S), **env)
+            worker = start_script(
+                self.pipe, "slow_agent.py", "agent", FAULT_FETCH_SECONDS=str(FETCH_S), **env
+            )
         else:
             worker = self.pipe.start(kind, **env)
         self.live[slot] = worker
@@ -210,6 +143,8 @@ class Chaos:
         t = time.monotonic()
         if how == "sigterm":
             worker.stop()
+            # It commits its batch in hand before it exits: count only commits after that.
+            t = time.monotonic()
         else:
             worker.kill(signal.SIGKILL)
         pending = self._pending(worker.kind, partitions, t)
@@ -219,11 +154,15 @@ class Chaos:
             self.start(worker.kind, index)
 
     def recovered(self, kind: str) -> bool:
-        """The last kill of ``kind`` is over: its partitions flow again, or it is long ago."""
-        last = next((d for d in reversed(self.disruptions) if d.kind == kind), None)
-        if last is None or not last.pending or time.monotonic() - last.t > MAX_RECOVERY_WAIT_S:
-            return True
-        return any(self.watch.first_advance(kind, p, last.t) is not None for p in last.pending)
+        """Every recent disruption of ``kind`` is over: the partitions of each flow again, or
+        it is long ago. All of them, not only the last: a rescale disrupts several workers at
+        once, and a kill during the session of a lost one would measure that session too."""
+        now = time.monotonic()
+        return all(
+            any(self.watch.first_advance(kind, p, d.t) is not None for p in d.pending)
+            for d in self.disruptions
+            if d.kind == kind and d.pending and now - d.t <= MAX_RECOVERY_WAIT_S
+        )
 
     def rescale_processors(self, count: int) -> None:
         slots = sorted(s for s in self.live if s.startswith("processor-"))
@@ -241,20 +180,6 @@ class Chaos:
 
     def close(self) -> None:
         self._watermarks.close()
-
-
-def _summary(values: list[float]) -> str:
-    if not values:
-        return "none"
-    values = sorted(values)
-    p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
-    return (f"n={len(values)} p50={statistics.median(values):.1f}s p95={p95:.1f}s "
-            f"max={values[-1]:.1f}s total={sum(values):.0f}s")
-
-
-def _p95(values: list[float]) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
 
 
 def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
@@ -284,8 +209,9 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
                 continue  # one kill of a kind at a time, so each kill's recovery is seen
             # Kill a worker at work: one whose partitions have work waiting (a process still
             # starting, or one whose partitions are drained, has nothing in flight to lose).
-            working = sorted(slot for slot in chaos.live if slot.startswith(kind)
-                             and chaos.has_work(slot))
+            working = sorted(
+                slot for slot in chaos.live if slot.startswith(kind) and chaos.has_work(slot)
+            )
             if working:
                 chaos.disrupt(chaos.rng.choice(working), "restart")
                 kills[kind] += 1
@@ -305,42 +231,75 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
     restarts = [d for d in chaos.disruptions if d.how == "restart"]
     graceful = [d for d in chaos.disruptions if d.how == "sigterm"]
     lost = [d.resumed for d in chaos.disruptions if d.how == "lost" and d.resumed is not None]
-    in_flight = {k: sum(1 for d in restarts if d.kind == k and d.pending)
-                 for k in ("agent", "processor")}
+    in_flight = {
+        k: sum(1 for d in restarts if d.kind == k and d.pending) for k in ("agent", "processor")
+    }
     # Per kill: until the victim's partitions flow again (the first commit on any of them),
     # and per partition: until each one does (includes waiting behind other partitions).
-    resumed = {k: [d.resumed for d in restarts if d.kind == k and d.resumed is not None]
-               for k in ("agent", "processor")}
-    per_partition = {k: [s for d in restarts if d.kind == k for s in d.stalls.values()
-                         if s is not None] for k in ("agent", "processor")}
+    resumed = {
+        k: [d.resumed for d in restarts if d.kind == k and d.resumed is not None]
+        for k in ("agent", "processor")
+    }
+    per_partition = {
+        k: [s for d in restarts if d.kind == k for s in d.stalls.values() if s is not None]
+        for k in ("agent", "processor")
+    }
     handovers = [d.resumed for d in graceful if d.resumed is not None]
     unanswered = sum(1 for d in chaos.disruptions for s in d.stalls.values() if s is None)
-    fenced = sum(int(n) for w in logs if w.kind == "processor" for n in re.findall(
-        r"dropped (\d+) messages another processor", w.log.read_text(errors="replace")))
-    dropped = sum(int(n) for w in logs if w.kind == "processor" for n in re.findall(
-        r"dropped (\d+) messages of partitions no longer owned",
-        w.log.read_text(errors="replace")))
+    fenced = sum(
+        int(n)
+        for w in logs
+        if w.kind == "processor"
+        for n in re.findall(
+            r"dropped (\d+) messages another processor", w.log.read_text(errors="replace")
+        )
+    )
+    dropped = sum(
+        int(n)
+        for w in logs
+        if w.kind == "processor"
+        for n in re.findall(
+            r"dropped (\d+) messages of partitions no longer owned",
+            w.log.read_text(errors="replace"),
+        )
+    )
     record_figures(
-        f"chaos[{MODE}]", bars=exact.stored_bars, tasks=len(ids), wall_s=wall_s,
-        kills_phase_s=kills_done_s, agent_kills=kills["agent"],
-        processor_kills=kills["processor"], agent_kills_in_flight=in_flight["agent"],
-        processor_kills_in_flight=in_flight["processor"], graceful_stops=len(graceful),
+        f"chaos[{MODE}]",
+        bars=exact.stored_bars,
+        tasks=len(ids),
+        wall_s=wall_s,
+        kills_phase_s=kills_done_s,
+        agent_kills=kills["agent"],
+        processor_kills=kills["processor"],
+        agent_kills_in_flight=in_flight["agent"],
+        processor_kills_in_flight=in_flight["processor"],
+        graceful_stops=len(graceful),
         assignments=log_count(logs, " assigned "),
         batch_retries=log_count(logs, "batch not committed"),
         agent_aborts=log_count(logs, "transaction aborted"),
-        fenced_messages=fenced, dropped_revoked=dropped, duplicate_deliveries=repeats,
-        bar_messages=messages, dead_letters=sum(dead.values()), unanswered=unanswered,
+        fenced_messages=fenced,
+        dropped_revoked=dropped,
+        duplicate_deliveries=repeats,
+        bar_messages=messages,
+        dead_letters=sum(dead.values()),
+        unanswered=unanswered,
     )
     for kind in ("agent", "processor"):
-        met = bool(resumed[kind]) and _p95(resumed[kind]) <= RESTART_P95_GOAL_S
-        record_figures(f"chaos[{MODE}] {kind} SIGKILL->flowing again",
-                       per_kill=_summary(resumed[kind]),
-                       per_partition=_summary(per_partition[kind]),
-                       goal=f"p95<={RESTART_P95_GOAL_S:.0f}s:{'met' if met else 'missed'}")
-    record_figures(f"chaos[{MODE}] processor SIGTERM->flowing again",
-                   per_stop=_summary(handovers))
-    record_figures(f"chaos[{MODE}] processor lost for good (SIGKILL, no replacement)->flowing "
-                   "again", per_loss=_summary(lost))
+        met = bool(resumed[kind]) and p95(resumed[kind]) <= RESTART_P95_GOAL_S
+        record_figures(
+            f"chaos[{MODE}] {kind} SIGKILL->flowing again",
+            per_kill=summary(resumed[kind]),
+            per_partition=summary(per_partition[kind]),
+            goal=f"p95<={RESTART_P95_GOAL_S:.0f}s:{'met' if met else 'missed'}",
+        )
+    record_figures(
+        f"chaos[{MODE}] processor SIGTERM->flowing again (from its exit)",
+        per_stop=summary(handovers),
+    )
+    record_figures(
+        f"chaos[{MODE}] processor lost for good (SIGKILL, no replacement)->flowing again",
+        per_loss=summary(lost),
+    )
 
     assert exact.lost == 0 and exact.doubled == 0
     assert sum(dead.values()) == 0
@@ -352,4 +311,5 @@ def test_chaos_backfill_with_kills_and_rescaling(pipeline_factory):
     if static:
         for kind in ("agent", "processor"):
             assert statistics.median(resumed[kind]) <= RESTART_P50_LIMIT_S, (
-                f"{kind} SIGKILL->flowing again {_summary(resumed[kind])}")
+                f"{kind} SIGKILL->flowing again {summary(resumed[kind])}"
+            )
