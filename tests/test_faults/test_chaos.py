@@ -45,7 +45,6 @@ from faultkit import (
     yearly_tasks,
 )
 
-from finpipe_core.db import connect
 from tests.fixtures.pipeline import Pipeline, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

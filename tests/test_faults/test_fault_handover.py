@@ -55,9 +55,9 @@ from faultkit import (
     wait_log,
 )
 
+from finpipe_core import contracts
+from finpipe_core.kafka import producer_config
 from tests.fixtures.pipeline import Pipeline, WorkerProcess
-from workers import contracts
-from workers.kafka import producer_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -159,8 +159,12 @@ class Feeder:
         tick, per_tick = 0.1, max(1, round(FEED_PER_S * 0.1))
         tasks = self._tasks()
         while not self._stop.wait(tick):
-            for _ in range(per_tick):
-                symbol, start, end = next(tasks)
+            batch = [next(tasks) for _ in range(per_tick)]
+            # Stored first, as the manager does: processors only move stored tasks on.
+            self.pipe.register_tasks(
+                [(contracts.make_task_id(s, a, b), s, a, b) for s, a, b in batch]
+            )
+            for symbol, start, end in batch:
                 task_id = contracts.make_task_id(symbol, start, end)
                 task = contracts.FetchTask(
                     schema_version=contracts.SCHEMA_VERSION,

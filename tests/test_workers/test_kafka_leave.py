@@ -13,8 +13,8 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
-from workers.kafka import consumer_config, leave_group
-from workers.settings import Settings
+from finpipe_core.kafka import consumer_config, leave_group
+from finpipe_core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
