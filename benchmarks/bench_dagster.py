@@ -35,8 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pipeline import private_settings, start_worker
-from confluent_kafka.admin import AdminClient
+from bench_pipeline import Scratch, start_worker
 from psycopg2 import sql
 
 from finpipe.stack.postgres import PostgresCluster
@@ -91,15 +90,6 @@ def drop_database(base: Settings, name: str) -> None:
     with admin.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     admin.close()
-
-
-def drop_private(base: Settings, settings: Settings) -> None:
-    """Drop the scratch finpipe database and the private topics."""
-    drop_database(base, settings.pg_database)
-    admin = AdminClient(base.kafka_client_config())  # kept referenced until the futures end
-    topics = [settings.tasks_topic, settings.data_topic, settings.dlq_topic]
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
-        future.result()
 
 
 def materialize(env: dict[str, str], first: dt.date, last: dt.date) -> float:
@@ -198,7 +188,8 @@ def main() -> None:
     args = parser.parse_args()
 
     base = get_stack_settings()
-    settings = private_settings(base).model_copy(update={"universe": "sample"})
+    scratch = Scratch(base)
+    settings = scratch.pipeline().model_copy(update={"universe": "sample"})
     sessions = trading_days(args.first_day, args.first_day + dt.timedelta(days=args.days * 2))
     first, last = sessions[0], sessions[args.days - 1]
     if last > last_completed_session(dt.datetime.now(dt.UTC)):
@@ -242,7 +233,7 @@ def main() -> None:
             try:
                 drop_database(base, dagster_db)
             finally:
-                drop_private(base, settings)
+                scratch.drop()
 
     per_k = lambda seconds, n: (seconds - one) / n * 1000  # noqa: E731
     print(f"\nDagster bookkeeping, sample universe (5 symbols), {args.days} partitions "
