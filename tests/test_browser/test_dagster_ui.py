@@ -42,6 +42,9 @@ CATALOG_TIMEOUT_MS = 90_000
 # Queued -> launched by the daemon -> a run worker process imports the code and runs the step.
 RUN_TIMEOUT_MS = 120_000
 RUN_STATUS = re.compile(r"^(Success|Failure|Canceled|Canceling)$")
+# Every other wait on the page: Playwright's default of 5 s was too short on the shared 2 cores
+# (a page already loaded took longer than that to render the asset's description).
+expect.set_options(timeout=20_000)
 
 RUN_QUERY = """
 query ($runId: ID!) {
