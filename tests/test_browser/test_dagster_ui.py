@@ -5,6 +5,10 @@ assets, opens ``stock_tasks``, materialises one partition (the last completed tr
 through the launch dialog and follows the run to "Success". GraphQL, PostgreSQL and Kafka are
 only read afterwards to confirm what the UI did: one run for that one partition, five tasks
 (the sample universe) in the private database and on the private topic.
+
+The second test launches a backfill of nine days from the same dialog, with an agent and a
+processor running, and checks in the partitions view of ``stock_prices`` that exactly those
+days show as materialised once the workers are done (the completion sensor reports them).
 """
 
 from __future__ import annotations
