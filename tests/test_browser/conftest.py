@@ -30,13 +30,14 @@ from playwright.sync_api import BrowserContext, Page, sync_playwright
 from psycopg2 import sql
 
 from finpipe.stack import paths
+from finpipe.stack.local_workers import start_workers, worker_process
 from finpipe.stack.postgres import PostgresCluster
 from finpipe_core.db import apply_migrations
 from finpipe_core.settings import Settings
 from tests.fixtures import dagster_dev as dev
 
 CHROMIUM = Path("/usr/bin/chromium")
-# design.md 6: the flags that work for Debian's chromium here. Playwright adds --headless and
+# The flags that work for Debian's chromium here. Playwright adds --headless and
 # takes the profile directory (--user-data-dir) as launch_persistent_context's argument.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -67,8 +68,9 @@ class DagsterUI:
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         """POST a query to the webserver's GraphQL endpoint; the ``data`` of the answer."""
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.load(response)
         assert "errors" not in answer, answer
@@ -105,22 +107,28 @@ def private_settings(
     try:
         with admin.cursor() as cur:
             for db in (finpipe_db, dagster_db):
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(db), sql.Identifier(local_stack.pg_user)))
-        settings = local_stack.model_copy(update={
-            "state_dir": str(tmp_path / "state"),
-            "tasks_topic": topic_factory("browser-tasks", partitions=3),
-            "pg_database": finpipe_db,
-            "pg_dagster_database": dagster_db,
-            "universe": "sample",
-        })
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(db), sql.Identifier(local_stack.pg_user)
+                    )
+                )
+        settings = local_stack.model_copy(
+            update={
+                "state_dir": str(tmp_path / "state"),
+                "tasks_topic": topic_factory("browser-tasks", partitions=3),
+                "pg_database": finpipe_db,
+                "pg_dagster_database": dagster_db,
+                "universe": "sample",
+            }
+        )
         apply_migrations(settings)
         yield settings
     finally:
         with admin.cursor() as cur:
             for db in (finpipe_db, dagster_db):
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(db)))
+                cur.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+                )
         admin.close()
 
 
@@ -151,8 +159,14 @@ def _down_and_check(ui: DagsterUI, tmp_path: Path) -> None:
     finpipe = Path(sys.executable).with_name("finpipe")
     t0 = time.monotonic()
     try:
-        done = subprocess.run([str(finpipe), "down"], env=env, capture_output=True, text=True,
-                              timeout=DOWN_LIMIT_S, cwd=paths.REPO_ROOT)
+        done = subprocess.run(
+            [str(finpipe), "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=DOWN_LIMIT_S,
+            cwd=paths.REPO_ROOT,
+        )
         took = time.monotonic() - t0
         assert done.returncode == 0, f"finpipe down failed:\n{done.stdout}\n{done.stderr}"
         assert dev.DAGSTER_DEV in done.stdout, done.stdout
@@ -171,6 +185,33 @@ def _down_and_check(ui: DagsterUI, tmp_path: Path) -> None:
                 os.killpg(ui.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(ui.pid, os.WNOHANG)  # reap the leader (our child) if it is a zombie
+
+
+@pytest.fixture
+def ui_workers(dagster_ui: DagsterUI, topic_factory: Callable[..., str]) -> Iterator[Settings]:
+    """One agent and one processor serving the UI's database and tasks topic.
+
+    They read the offline sample source and have data and dead-letter topics and consumer
+    groups of their own. Their pid files are in the test's state dir, so they are stopped here,
+    before ``dagster_ui``'s teardown checks that ``dagster-dev`` is the only process left.
+    """
+    tag = uuid.uuid4().hex[:8]
+    settings = dagster_ui.settings.model_copy(
+        update={
+            "source": "sample",
+            "data_topic": topic_factory("browser-data", partitions=3),
+            "dlq_topic": topic_factory("browser-dlq", partitions=1),
+            "agent_group": f"browser-agents-{tag}",
+            "processor_group": f"browser-processors-{tag}",
+        }
+    )
+    started = start_workers(settings, agents=1, processors=1)
+    assert len(started) == 2, f"workers already running for these private topics: {started}"
+    try:
+        yield settings
+    finally:
+        for name in started:
+            worker_process(settings, name).stop(timeout=30)
 
 
 @pytest.fixture
