@@ -154,26 +154,24 @@ def missing_sessions(bars: SymbolBars, sessions: Sequence[dt.date]) -> list[dt.d
 def iter_symbol_bars(
     conn: psycopg2.extensions.connection, symbols: Sequence[str] | None = None
 ) -> Iterator[SymbolBars]:
-    """Every stored symbol's bars (or those of ``symbols``), one symbol at a time, streamed
-    from a server-side cursor so memory holds one symbol."""
-    with conn, conn.cursor(name="finpipe_quality_scan") as cur:
-        cur.itersize = 50_000
-        cur.execute(
-            "SELECT symbol, date, open, high, low, close, adj_close, volume, splits "
-            "FROM prices WHERE (%(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s)) "
-            "ORDER BY symbol, date",
-            {"symbols": list(symbols) if symbols is not None else None},
-        )
-        current: str | None = None
-        rows: list[tuple] = []
-        for row in cur:
-            if row[0] != current and rows:
-                yield _symbol_bars(current, rows)  # type: ignore[arg-type]
-                rows = []
-            current = row[0]
-            rows.append(row[1:])
-        if rows:
-            yield _symbol_bars(current, rows)  # type: ignore[arg-type]
+    """Every stored symbol's bars (or those of ``symbols``), one symbol at a time (one
+    primary-key range read each), so memory holds one symbol's history."""
+    with conn.cursor() as cur:
+        if symbols is None:
+            # The processors register every symbol they store bars for.
+            cur.execute("SELECT symbol FROM symbols ORDER BY symbol")
+            symbols = [row[0] for row in cur.fetchall()]
+        for symbol in symbols:
+            cur.execute(
+                "SELECT date, open, high, low, close, adj_close, volume, splits FROM prices "
+                "WHERE symbol = %s ORDER BY date",
+                (symbol,),
+            )
+            rows = cur.fetchall()
+            if rows:
+                yield _symbol_bars(symbol, rows)
+    if not conn.autocommit:
+        conn.rollback()
 
 
 def _symbol_bars(symbol: str, rows: list[tuple]) -> SymbolBars:

@@ -39,10 +39,18 @@ def write_csv(path: Path, end: dt.date, *, split: bool, revised: dict[dt.date, f
     for i, day in enumerate(b.dates):
         volume = revised.get(day, b.volume[i])
         ratio = 2.0 if split and day == SPLIT_DAY else 0.0
-        lines.append(
-            f"{day},{b.open[i] / factor[i]!r},{b.high[i] / factor[i]!r},{b.low[i] / factor[i]!r},"
-            f"{b.close[i] / factor[i]!r},{b.adj_close[i]!r},{volume * factor[i]!r},0.0,{ratio}"
-        )
+        f = float(factor[i])
+        values = [
+            b.open[i] / f,
+            b.high[i] / f,
+            b.low[i] / f,
+            b.close[i] / f,
+            b.adj_close[i],
+            volume * f,
+            0.0,
+            ratio,
+        ]
+        lines.append(",".join([str(day), *(repr(float(v)) for v in values)]))
     path.write_text("\n".join(lines) + "\n")
     st = path.stat()  # a later mtime even within the filesystem's time resolution
     os.utime(path, (st.st_atime, st.st_mtime + 1))
