@@ -27,6 +27,7 @@ from finpipe_dagster.checks import (
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
 from finpipe_dagster.sensors import build_stuck_tasks_sensor
+from finpipe_manager import quality
 from finpipe_manager.outbox import enqueue_tasks
 from finpipe_manager.universe import load_universe, sync_universe
 
@@ -81,7 +82,7 @@ class TestIndicatorChecks:
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name for e in evaluations} == {
             "no_calendar_gaps", "rsi_in_range", "no_nan_after_warmup", "no_duplicate_rows",
-            "symbols_healthy",
+            "symbols_healthy", *quality.CHECKS,
         }
         assert all(e.passed for e in evaluations)
 
