@@ -154,6 +154,7 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path, log_scale: bool
         if warm_from is not None and len(dates) > 1:
             ax.axvspan(dates[0], dates[min(warm_from, len(dates)) - 1], color="grey",
                        alpha=0.2, linewidth=0, label="warm-up" if ax is ax_price else None)
+    ax_price.legend(loc="upper left", fontsize=8)  # with the warm-up's entry
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{symbol}.png"
