@@ -28,9 +28,9 @@ class Revision:
     def describe(self) -> str:
         """``volume 1000 -> 1200, close 10 -> 10.5`` (or the new bar's values)."""
         if self.old_values is None:
-            return "new bar: " + ", ".join(f"{c} {self.new_values[c]:g}" for c in self.columns)
+            return "new bar: " + ", ".join(f"{c} {self.new_values[c]:,.10g}" for c in self.columns)
         return ", ".join(
-            f"{c} {self.old_values[c]:g} -> {self.new_values[c]:g}" for c in self.columns
+            f"{c} {self.old_values[c]:,.10g} -> {self.new_values[c]:,.10g}" for c in self.columns
         )
 
 
