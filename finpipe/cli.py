@@ -135,6 +135,7 @@ def status() -> None:
             str(r.tasks_open),
         )
     console.print(table)
+    _print_data_trust(settings, [r.symbol for r in rows])
     if services["kafka"].startswith("running"):
         for group, topic in (
             (settings.agent_group, settings.tasks_topic),
@@ -142,6 +143,24 @@ def status() -> None:
         ):
             lag = report.consumer_lag(settings, group, topic)
             console.print(f"lag {group} on {topic}: {sum(lag.values()):,} messages")
+
+
+def _print_data_trust(settings: Settings, symbols: list[str]) -> None:
+    """Per symbol: indicators past their warm-up, suspicious-data flags, logged revisions."""
+    from finpipe_manager import quality, warmup
+    from finpipe_manager.revisions import revisions_per_symbol
+
+    with connection(settings) as conn:
+        warm = {w.symbol: w for w in warmup.warm_ups(conn, symbols)}
+        flags = quality.scan(conn, symbols)
+        revised = revisions_per_symbol(conn, symbols)
+    table = Table(title="data trust")
+    for column in ("symbol", "warm indicators", "flags", "revisions"):
+        table.add_column(column)
+    for symbol in symbols:
+        table.add_row(symbol, warm[symbol].label, ", ".join(flags.flags(symbol)) or "-",
+                      str(revised.get(symbol, 0)))
+    console.print(table)
 
 
 def _print_services(settings: StackSettings) -> None:
@@ -202,11 +221,35 @@ CHARTS_DIR = Path("out/charts")
 def chart(
     symbol: str,
     out: Path = typer.Option(CHARTS_DIR, help="Output folder."),  # noqa: B008
+    log: bool = typer.Option(False, "--log", help="Logarithmic price scale."),
 ) -> None:
     """Write SYMBOL's chart (price with Bollinger bands, RSI, MACD) as a PNG."""
     contracts.validate_symbol(symbol)
-    path = report.render_chart(get_settings(), symbol, out)
+    path = report.render_chart(get_settings(), symbol, out, log_scale=log)
     console.print(f"wrote {path}")
+
+
+# --- revisions -------------------------------------------------------------------------------
+@app.command("revisions")
+def revisions_command(
+    symbol: str | None = typer.Argument(None, help="Only this symbol's revisions."),
+    limit: int = typer.Option(50, min=1, help="Newest N revisions."),
+) -> None:
+    """Changes to stored bars (the revision log): columns, old -> new values, task, when seen."""
+    from finpipe_manager.revisions import list_revisions
+
+    if symbol is not None:
+        contracts.validate_symbol(symbol)
+    with connection(get_settings()) as conn:
+        rows = list_revisions(conn, symbol, limit)
+    table = Table(title=f"revisions{' of ' + symbol if symbol else ''} (newest {limit})")
+    for column in ("symbol", "date", "change", "history", "task", "seen"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.symbol, str(r.date), r.describe(),
+                      "rewritten" if r.rewrote_history else "in place", r.task_id or "-",
+                      r.seen_at.strftime("%Y-%m-%d %H:%M:%S"))
+    console.print(table if rows else "no revisions")
 
 
 # --- dead letters ----------------------------------------------------------------------------

@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # A task pending or published for longer than this is published again (stuck-task
     # sensor); long enough for a large backfill to drain through the agents first.
     task_timeout_seconds: int = Field(default=7200, ge=10)
+    # The daily schedule also re-requests this many sessions before the new one, as
+    # corrections: sources revise volumes and prices (and apply splits) days after a session.
+    revision_window_sessions: int = Field(default=5, ge=0, le=60)
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from finpipe_dagster.assets import indicator_report, stock_indicators, stock_pri
 from finpipe_dagster.checks import all_checks
 from finpipe_dagster.constants import DAGSTER_EVENT_ENV
 from finpipe_dagster.jobs import market_data_checks_job, stock_tasks_job
+from finpipe_dagster.quality_checks import quality_checks
 from finpipe_dagster.resources import default_resources
 from finpipe_dagster.schedules import build_checks_schedule, build_stock_tasks_schedule
 from finpipe_dagster.sensors import build_completion_sensor, build_stuck_tasks_sensor
@@ -24,7 +25,7 @@ for _name, _value in DAGSTER_EVENT_ENV.items():
 
 defs = dg.Definitions(
     assets=[stock_tasks, stock_prices, stock_indicators, indicator_report],
-    asset_checks=all_checks,
+    asset_checks=[*all_checks, *quality_checks],
     jobs=[stock_tasks_job, market_data_checks_job],
     schedules=[
         build_stock_tasks_schedule(stock_tasks_job),

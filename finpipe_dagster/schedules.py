@@ -50,7 +50,12 @@ def build_stock_tasks_schedule(
                 f"{session}, was requested after its own close"
             )
         key = partition_key(session)
-        return dg.RunRequest(run_key=f"stock_tasks:{key}", partition_key=key)
+        # The daily run also re-requests the revision window before the session.
+        return dg.RunRequest(
+            run_key=f"stock_tasks:{key}",
+            partition_key=key,
+            run_config={"ops": {"stock_tasks": {"config": {"revision_window": True}}}},
+        )
 
     return stock_tasks_schedule
 

@@ -27,6 +27,7 @@ import psycopg2.extensions
 from finpipe_core import tasks
 from finpipe_core.calendar import get_calendar, trading_days
 from finpipe_manager.outbox import DateRange, merge_ranges
+from finpipe_manager.revisions import revisions_per_day
 
 CURSOR_VERSION: Final = 1
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -85,6 +86,7 @@ class CompletedDay:
     indicators_rows: int
     completed_at: dt.datetime
     lag_seconds: float  # from the session's close to the last symbol finishing it
+    revisions: int = 0  # changes to the day's stored bars logged so far (revision log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,7 @@ def evaluate_completion(
         finished_at = _finished_at(report, finished)
         prices = _rows_per_day(cur, "prices", report)
         indicators = _rows_per_day(cur, "indicators", report)
+        revised = revisions_per_day(cur, report)
     cal = get_calendar()
     result = [
         CompletedDay(
@@ -179,6 +182,7 @@ def evaluate_completion(
             symbols=len(active),
             prices_rows=prices.get(d, 0),
             indicators_rows=indicators.get(d, 0),
+            revisions=revised.get(d, 0),
             completed_at=finished_at[d],
             lag_seconds=(
                 finished_at[d] - cal.session_close(pd.Timestamp(d)).to_pydatetime()

@@ -88,9 +88,17 @@ def stored_bars(settings: Settings) -> int:
         return int(cur.fetchone()[0])
 
 
-def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
-    """A PNG with price and Bollinger bands, RSI and MACD panels; return its path."""
+def render_chart(settings: Settings, symbol: str, out_dir: Path, log_scale: bool = False) -> Path:
+    """A PNG with price and Bollinger bands, RSI and MACD panels; return its path.
+
+    Each panel's warm-up (values that would differ if the history started later, see
+    ``CONVERGENCE_BARS``) is shaded grey.
+
+    :param log_scale: a logarithmic price axis (long histories are flat on a linear one).
+    """
     import matplotlib
+
+    from finpipe_core.indicators.registry import CONVERGENCE_BARS
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -136,6 +144,14 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path) -> Path:
                          linewidth=0, label="histogram")
     ax_macd.set_ylabel("MACD 12/26/9")
     ax_macd.legend(loc="upper left", fontsize=8)
+    if log_scale:
+        ax_price.set_yscale("log")
+    for ax, key in ((ax_price, "bbands_20"), (ax_rsi, "rsi_14"), (ax_macd, "macd")):
+        warm_from = CONVERGENCE_BARS[key]
+        if warm_from is not None and len(dates) > 1:
+            ax.axvspan(dates[0], dates[min(warm_from, len(dates)) - 1], color="grey",
+                       alpha=0.2, linewidth=0, label="warm-up" if ax is ax_price else None)
+    ax_price.legend(loc="upper left", fontsize=8)  # with the warm-up's entry
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{symbol}.png"

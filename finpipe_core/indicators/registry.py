@@ -256,3 +256,49 @@ INDICATORS: tuple[Indicator, ...] = (
     _adx(14),
 )
 """The indicator set, in the column order of the database schema."""
+
+# --- warm-up -------------------------------------------------------------------------------
+WARM_TOLERANCE_PRICE = 1e-4
+"""A warm price-scale value (moving averages, bands, MACD, ATR) moves by at most this fraction
+of the bar's close when the history starts later."""
+WARM_TOLERANCE_POINTS = 0.01
+"""A warm 0..100 oscillator (RSI, Stochastic, ADX) moves by at most this many points."""
+
+CONVERGENCE_BARS: Mapping[str, int | None] = MappingProxyType(
+    {
+        # Recursive smoothings remember their seed: the seed's weight decays by a factor d per
+        # bar, so after lookback + ln(tolerance)/ln(d) bars it is below the tolerance.
+        # Wilder's smoothing (RSI, ATR): d = 13/14 -> 14 + 125 bars.
+        "rsi_14": 140,
+        # The slow EMA (d = 25/27: 120 bars) feeds the signal EMA (d = 0.8: 41 bars): 33 + 161.
+        "macd": 200,
+        # Windows: the value reads exactly the last n bars, so bar n is already final.
+        "sma_20": 20,
+        "sma_50": 50,
+        "sma_200": 200,
+        # EMA(n): d = (n - 1) / (n + 1), seeded by the SMA of the first n bars.
+        "ema_12": 70,
+        "ema_26": 150,
+        "ema_50": 280,
+        "bbands_20": 20,
+        "atr_14": 140,
+        # A running sum: every value depends on the first bar forever (only its changes mean
+        # something), so OBV is never warm.
+        "obv": None,
+        # Fast %K over 14 bars, then two 3-bar SMAs: a window of 18 bars.
+        "stoch": 18,
+        # Two Wilder smoothings in a row: the seed's weight decays like k * d^k -> 27 + 200.
+        "adx_14": 230,
+    }
+)
+"""Per indicator key: the bar number (1 = a symbol's first stored bar) from which a value no
+longer depends on where the history starts, within ``WARM_TOLERANCE_*``; None: never. The
+``indicators_warm`` view (migration 0006) states the same numbers, checked by a test against
+this table, and ``tests/test_finpipe_core/test_indicators/test_warmup.py`` checks them against
+TA-Lib on long real histories. Values are TA-Lib's either way: the marker only says which ones a
+later start would change."""
+
+
+def convergence_bars(indicator: Indicator) -> int | None:
+    """``CONVERGENCE_BARS`` of ``indicator`` (every registered indicator must state one)."""
+    return CONVERGENCE_BARS[indicator.key]

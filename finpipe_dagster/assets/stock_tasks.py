@@ -18,6 +18,7 @@ from finpipe_dagster.constants import INGEST, MANAGER_POOL, OWNERS, STOCK_TASKS
 from finpipe_dagster.partitions import key_range_dates, partition_date, trading_day_partitions
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
 from finpipe_manager.outbox import EmitReport, emit_tasks
+from finpipe_manager.revision_window import enqueue_corrections
 from finpipe_manager.universe import active_symbols, load_universe, sync_universe
 
 # Tasks listed in the run's metadata preview.
@@ -30,6 +31,11 @@ class StockTasksConfig(dg.Config):
     force: bool = Field(
         default=False,
         description="Fetch the whole range again (corrections), even where tasks exist.",
+    )
+    revision_window: bool = Field(
+        default=False,
+        description="Also re-request the revision window (FINPIPE_REVISION_WINDOW_SESSIONS "
+        "sessions before the range) as corrections; the daily schedule sets it.",
     )
 
 
@@ -72,6 +78,17 @@ def stock_tasks(
     with postgres.connection() as conn, kafka.producer() as producer:
         sync_universe(conn, entries)
         symbols = active_symbols(conn)
+        corrections = (
+            enqueue_corrections(
+                conn,
+                symbols,
+                start,
+                window_sessions=settings.revision_window_sessions,
+                max_sessions=settings.max_sessions_per_task,
+            )
+            if config.revision_window
+            else []
+        )
         report = emit_tasks(
             conn,
             producer,
@@ -96,6 +113,8 @@ def stock_tasks(
         "tasks_emitted": dg.MetadataValue.int(len(report.tasks)),
         "symbols": dg.MetadataValue.int(len(symbols)),
     }
+    if config.revision_window:
+        totals["corrections_emitted"] = dg.MetadataValue.int(len(corrections))
     details = _run_details(report, start, end, emit_end, config.force, kafka.topic)
     if emit_end >= end:
         # Every session of the range has closed: one result, which Dagster records on each

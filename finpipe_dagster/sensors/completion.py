@@ -49,6 +49,7 @@ def completion_events(
             "symbols": dg.MetadataValue.int(d.symbols),
             "completed_at": dg.MetadataValue.timestamp(d.completed_at),
             "lag_seconds": dg.MetadataValue.float(round(d.lag_seconds, 3)),
+            "revisions": dg.MetadataValue.int(d.revisions),
         }
         for key, rows in ((STOCK_PRICES, d.prices_rows), (STOCK_INDICATORS, d.indicators_rows)):
             events.append(

@@ -183,6 +183,11 @@ class TestScenarios:
                     (symbol,),
                 )
             cur.execute("INSERT INTO indicators (symbol, date) VALUES ('AAPL', '2010-03-01')")
+            cur.execute(
+                "INSERT INTO revisions (symbol, date, kind, columns, old_values, new_values, "
+                "rewrote_history) VALUES ('IBM', '2010-03-01', 'revised', '{volume}', "
+                "'{\"volume\": 100}', '{\"volume\": 120}', true)"
+            )
         finish_tasks(tasks_db, end=D(2010, 3, 5), age=dt.timedelta(minutes=2))
         result = evaluate(None)
         first_prices, first_indicators = result.asset_events[0], result.asset_events[1]
@@ -191,6 +196,8 @@ class TestScenarios:
         assert first_prices.metadata["rows"].value == 3
         assert first_prices.metadata["symbols"].value == 5
         assert first_indicators.metadata["rows"].value == 1
+        assert first_prices.metadata["revisions"].value == 1
+        assert result.asset_events[2].metadata["revisions"].value == 0
         lag = first_prices.metadata["lag_seconds"].value
         close = dt.datetime(2010, 3, 1, 21, 0, tzinfo=dt.UTC)  # 16:00 New York
         assert lag == pytest.approx((dt.datetime.now(dt.UTC) - close).total_seconds(), abs=180)

@@ -20,6 +20,7 @@ from finpipe_dagster.definitions import defs
 from finpipe_dagster.jobs import stock_tasks_job
 from finpipe_dagster.partitions import build_trading_day_partitions, trading_day_partitions
 from finpipe_dagster.schedules import build_stock_tasks_schedule
+from finpipe_manager import quality
 
 REPO = Path(__file__).resolve().parents[2]
 NY = ZoneInfo("America/New_York")
@@ -65,6 +66,7 @@ class TestDefinitions:
             "rsi_in_range",
             "no_nan_after_warmup",
             "symbols_healthy",
+            *quality.CHECKS,
         }
 
     @pytest.mark.parametrize(
@@ -220,6 +222,10 @@ class TestSchedule:
         assert isinstance(result, dg.RunRequest)
         assert result.partition_key == expected
         assert result.run_key == f"stock_tasks:{expected}"
+        # The daily run also requests the revision window (corrections).
+        assert result.run_config == {
+            "ops": {"stock_tasks": {"config": {"revision_window": True}}}
+        }
         # The partition exists at tick time, so the daemon accepts the request.
         assert expected in trading_day_partitions.get_partition_keys(current_time=at)
 

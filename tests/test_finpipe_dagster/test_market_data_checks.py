@@ -22,6 +22,7 @@ from finpipe_dagster.checks import (
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.resources import KafkaProducerResource, ManagerResource, PostgresResource
 from finpipe_dagster.sensors import build_stuck_tasks_sensor
+from finpipe_manager import quality
 from finpipe_manager.health import (
     find_calendar_gaps,
     find_nan_after_warmup,
@@ -81,7 +82,7 @@ class TestIndicatorChecks:
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name for e in evaluations} == {
             "no_calendar_gaps", "rsi_in_range", "no_nan_after_warmup",
-            "symbols_healthy",
+            "symbols_healthy", *quality.CHECKS,
         }
         assert all(e.passed for e in evaluations)
 

@@ -36,6 +36,7 @@ def _materialize(
     partition: str | tuple[str, str],
     *,
     force: bool = False,
+    revision_window: bool = False,
     instance: dg.DagsterInstance | None = None,
     **manager: object,
 ) -> dg.ExecuteInProcessResult:
@@ -56,7 +57,9 @@ def _materialize(
         partition_key=key,
         tags=tags,
         resources=resources,
-        run_config={"ops": {"stock_tasks": {"config": {"force": force}}}},
+        run_config={
+            "ops": {"stock_tasks": {"config": {"force": force, "revision_window": revision_window}}}
+        },
         instance=instance,
     )
 
@@ -149,6 +152,26 @@ def test_force_refetches_the_range(manager_env: tuple, read_topic: ReadTopic) ->
     assert len(tasks) == 10
     assert {t.force for t in tasks if t.requested_by == forced.run_id} == {True}
     assert len({t.task_id for t in tasks}) == 10
+
+
+def test_daily_run_also_requests_the_revision_window(
+    manager_env: tuple, read_topic: ReadTopic
+) -> None:
+    """The schedule's run (revision_window) re-requests the 5 sessions before its day as
+    corrections of their own; a repeated daily run adds nothing."""
+    _db, symbols, topic = manager_env
+    _materialize(("2010-03-01", "2010-03-12"))
+    daily = _materialize("2010-03-15", revision_window=True)
+    meta = _metadata(daily)
+    assert meta["tasks_emitted"] == 5 and meta["corrections_emitted"] == 5
+    corrections = [t for t in read_topic(topic) if t.requested_by.startswith("revision-window")]
+    assert _spans(corrections) == {(s, D(2010, 3, 8), D(2010, 3, 12)) for s in symbols}
+    assert {(t.force, t.requested_by) for t in corrections} == {
+        (True, "revision-window:2010-03-15")
+    }
+    again = _materialize("2010-03-15", revision_window=True)
+    assert _metadata(again)["corrections_emitted"] == 0
+    assert _metadata(again)["tasks_emitted"] == 0
 
 
 def test_crash_leaves_pending_tasks_published_once_later(

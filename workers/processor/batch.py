@@ -48,6 +48,7 @@ from finpipe_core.indicators import (
     split_adjust,
     split_events,
 )
+from workers.processor.revision_log import diff_stored, record_revisions
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ class BatchWriter:
 
         revised = 0
         if state.last_date is not None and dates[0] <= state.last_date:
-            compared = self._compare_stored(batch.symbol, dates, raw, state.last_date)
+            compared = self._compare_stored(batch, dates, raw, state.last_date)
             if compared is None:  # an indicator input differs, or a new bar inside history
                 return self._rewrite(batch.symbol, dates, raw, state)
             keep, changed = compared
@@ -278,9 +279,11 @@ class BatchWriter:
         self._indicators.append(pack_rows(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS]))
         return len(dates)
 
-    def _compare_stored(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
-                        last_date: dt.date) -> tuple[list[int], list[int]] | None:
-        """Compare the message's bars with the stored ones.
+    def _compare_stored(self, batch: BarBatch, dates: list[dt.date],
+                        raw: dict[str, np.ndarray], last_date: dt.date
+                        ) -> tuple[list[int], list[int]] | None:
+        """Compare the message's bars with the stored ones, and log every difference in
+        ``revisions`` (same transaction).
 
         :return: positions of bars to append (after ``last_date``) and positions whose stored
             row differs only in columns the indicators do not read (``adj_close``,
@@ -291,21 +294,17 @@ class BatchWriter:
         self.cur.execute(
             f"SELECT date, {', '.join(PRICE_COLUMNS)} FROM prices "
             "WHERE symbol = %s AND date = ANY(%s::date[])",
-            (symbol, [d for d in dates if d <= last_date]),
+            (batch.symbol, [d for d in dates if d <= last_date]),
         )
         stored = {row[0]: dict(zip(PRICE_COLUMNS, row[1:], strict=True))
                   for row in self.cur.fetchall()}
-        keep, changed = [], []
-        for i, day in enumerate(dates):
-            if day > last_date:
-                keep.append(i)
-                continue
-            old = stored.get(day)
-            if old is None or any(float(old[c]) != float(raw[c][i]) for c in _INDICATOR_INPUTS):
-                return None
-            if any(float(old[c]) != float(raw[c][i]) for c in PRICE_COLUMNS):
-                changed.append(i)
-        return keep, changed
+        revisions = diff_stored(stored, dates, raw, last_date, PRICE_COLUMNS)
+        rewrite = any(r.touches(_INDICATOR_INPUTS) for r in revisions)
+        record_revisions(self.cur, batch.symbol, batch.task_id, revisions, rewrite)
+        if rewrite:
+            return None
+        keep = [i for i, day in enumerate(dates) if day > last_date]
+        return keep, [r.position for r in revisions]
 
     def _rewrite(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
                  state: SymbolState) -> int:
