@@ -453,7 +453,10 @@ def test_deploy_doc_installs_the_validated_operator_versions(deploy_doc) -> None
     assert f"export STRIMZI_VERSION={versions['strimzi']}" in deploy_doc
     assert f"export KEDA_CHART_VERSION={versions['keda']}" in deploy_doc
     assert f'$3 == "{versions["cloudnative-pg"]}"' in deploy_doc
-    assert f'$3 == "v{versions["prometheus-operator"]}"' in deploy_doc
+    # kube-prometheus-stack is pinned to the release that ships this operator version (the
+    # chart version itself is checked against its key inventory in test_k8s_chart_values).
+    assert f"| Prometheus Operator | v{versions['prometheus-operator']} |" in deploy_doc
+    assert "export KPS_CHART_VERSION=" in deploy_doc
 
 
 def test_librdkafka_accepts_the_tls_settings(settings_from_env, code_settings) -> None:
