@@ -107,8 +107,11 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
     good_bar_tasks = {(b["task_id"], b["symbol"], dt.date.fromisoformat(b["start"]),
                        dt.date.fromisoformat(b["end"]))
                       for b in (json.loads(m.value) for m in good_bars)}
+    edge_task_rows = {(t["task_id"], t["symbol"], dt.date.fromisoformat(t["start"]),
+                       dt.date.fromisoformat(t["end"]))
+                      for t in (json.loads(m.value) for m in edge_tasks)}
     pipe.register_tasks([(contracts.make_task_id(*m.task), *m.task) for m in good_tasks]
-                        + sorted(good_bar_tasks))
+                        + sorted(good_bar_tasks) + sorted(edge_task_rows))
     t_produce = time.monotonic()
     task_where = _produce(s, s.tasks_topic, task_msgs)
     data_where = _produce(s, s.data_topic, data_msgs)
