@@ -57,7 +57,8 @@ def _assert_exact_and_ordered(pipe: Pipeline, tasks) -> None:
 def test_sigkill_agent_and_processor_repeatedly(pipeline_factory):
     rng = random.Random(20261125)
     pipe = pipeline_factory(source="synthetic", bars_per_message=40)
-    tasks = _yearly_tasks([f"KIL{i}" for i in range(12)], 2008, 3)  # ~9,000 bars
+    # ~24,000 bars: enough that a kill 1-4 s in still finds work in flight.
+    tasks = _yearly_tasks([f"KIL{i}" for i in range(12)], 2006, 8)
     agent, processor = pipe.start("agent"), pipe.start("processor")
     ids = pipe.send_tasks(tasks)
     in_flight = 0
