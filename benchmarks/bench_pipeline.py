@@ -59,6 +59,7 @@ from finpipe.stack.paths import state_dir
 from finpipe.stack.postgres import PostgresCluster
 from finpipe.stack.settings import StackSettings, get_stack_settings
 from finpipe_core import contracts
+from finpipe_core import tasks as task_rows
 from finpipe_core.calendar import trading_days
 from finpipe_core.db import apply_migrations, connect
 from finpipe_core.db.bulk import pack_rows
@@ -222,6 +223,15 @@ def start_worker(settings: Settings, kind: str, log: Path) -> subprocess.Popen:
 
 
 def send_tasks(settings: Settings, tasks: list[tuple[str, dt.date, dt.date]]) -> list[str]:
+    """Store the tasks as pending, then publish them, as the manager does: processors only
+    update task rows the manager created."""
+    conn = connect(settings)
+    with conn, conn.cursor() as cur:
+        task_rows.insert_pending(
+            cur,
+            [(contracts.make_task_id(s, a, b), s, a, b, False, "bench") for s, a, b in tasks],
+        )
+    conn.close()
     producer = Producer(producer_config(settings))
     ids = []
     for symbol, start, end in tasks:
