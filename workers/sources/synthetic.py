@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 from bisect import bisect_left, bisect_right
 from functools import lru_cache
 
@@ -45,18 +46,24 @@ def _seed(symbol: str) -> int:
     return int.from_bytes(hashlib.sha256(symbol.encode()).digest()[:8], "little")
 
 
+_LOCAL = threading.local()
+_RATIOS = np.array([2.0, 3.0, 1.5])
+
+
 class _Streams:
     """Counter-based random streams of one symbol: stream ``i`` starts at Philox counter
-    (0, i, 0, 0), so any block's draws are reached without drawing the blocks before it
-    (and a seeded generator per block would cost more than the block's draws)."""
+    (0, i, 0, 0) under the symbol's key, so any block's draws are reached without drawing the
+    blocks before it. One generator per thread is re-keyed per stream: building a generator
+    costs more than a block's draws."""
 
     def __init__(self, symbol: str) -> None:
-        self.bits = np.random.Philox(key=_seed(symbol))
-        self.generator = np.random.Generator(self.bits)
-        self.key = self.bits.state["state"]["key"]
+        self.key = np.array([_seed(symbol), 0], dtype=np.uint64)
+        if not hasattr(_LOCAL, "generator"):
+            _LOCAL.generator = np.random.Generator(np.random.Philox(0))
+        self.generator: np.random.Generator = _LOCAL.generator
 
     def at(self, stream: int) -> np.random.Generator:
-        self.bits.state = {
+        self.generator.bit_generator.state = {
             "bit_generator": "Philox",
             "state": {"counter": np.array([0, stream, 0, 0], dtype=np.uint64), "key": self.key},
             "buffer": np.zeros(4, dtype=np.uint64),
@@ -72,19 +79,15 @@ def _spine(streams: _Streams) -> tuple[np.ndarray, ...]:
     position and ratio (0 = none). Small: one draw per block of the whole calendar."""
     blocks = -(-len(_sessions()) // BLOCK)
     rng = streams.at(0)
-    base = rng.uniform(20, 300)
+    u = rng.random((4, blocks))
     totals = BLOCK * DRIFT + VOLATILITY * np.sqrt(BLOCK) * rng.standard_normal(blocks)
-    u = rng.random((3, blocks))
     split_at = (u[0] * BLOCK).astype(np.int64)
-    ratio = np.where(
-        u[1] < BLOCK * SPLIT_PROBABILITY,
-        np.array([2.0, 3.0, 1.5])[(u[2] * 3).astype(np.int64)],
-        0.0,
-    )
-    if split_at[0] == 0:
-        ratio[0] = 0.0  # never on the first session
-    level = np.log(base) + np.concatenate(([0.0], np.cumsum(totals)[:-1]))
-    shares = np.concatenate(([1.0], np.cumprod(np.where(ratio > 0, ratio, 1.0))[:-1]))
+    split_at[0] = max(split_at[0], 1)  # never on the first session
+    ratio = np.where(u[1] < BLOCK * SPLIT_PROBABILITY, _RATIOS[(u[2] * 3).astype(np.int64)], 0.0)
+    # Exclusive prefix sum and product: the level and shares where each block starts.
+    level = np.log(20 + 280 * u[3, 0]) + np.cumsum(totals) - totals
+    factor = np.where(ratio > 0, ratio, 1.0)
+    shares = np.cumprod(factor) / factor
     return level, shares, totals, split_at, ratio
 
 
@@ -105,8 +108,11 @@ def _bars(symbol: str, lo: int, hi: int) -> RawBars:
     )
     adjusted = np.exp(level[blocks][:, None] + np.cumsum(returns, axis=1))
     splits = np.zeros((len(blocks), BLOCK))
-    splits[np.arange(len(blocks)), split_at[blocks]] = ratio[blocks]
-    shares = shares_at[blocks][:, None] * np.cumprod(np.where(splits > 0, splits, 1.0), axis=1)
+    if ratio[blocks].any():
+        splits[np.arange(len(blocks)), split_at[blocks]] = ratio[blocks]
+        shares = shares_at[blocks][:, None] * np.cumprod(np.where(splits > 0, splits, 1.0), axis=1)
+    else:
+        shares = shares_at[blocks][:, None]
     close = np.round(adjusted / shares, 4)
     open_ = np.round(close * (1 + 0.005 * z[1]), 4)
     high = np.round(np.maximum(open_, close) * (1 + np.abs(0.01 * z[2])), 4)
