@@ -178,6 +178,7 @@ def record_results(cur: Any, results: Sequence[TaskResult]) -> int:
                 rows,
                 template="(%s, %s, %s::int, %s, %s::boolean)",
                 fetch=True,
+                page_size=len(rows),  # one statement per batch, not per 100 rows
             )
             known += len(updated)
     return known

@@ -183,13 +183,26 @@ class Agent:
             while not self.stop.is_set():
                 self.health.beat()
                 self.lag.maybe_report(self.consumer)
-                messages = self.consumer.consume(num_messages=BATCH_SIZE, timeout=1.0)
+                messages = self._poll()
                 if messages:
                     with BATCH_SECONDS.labels(WORKER).time():
                         self._process_batch(messages)
         finally:
             leave_group(self.consumer)  # hand the partitions over now
             self.producer.flush(30)
+
+    def _poll(self) -> list[Message]:
+        """The tasks waiting, up to BATCH_SIZE, as soon as there is one.
+
+        ``consume(BATCH_SIZE, timeout)`` would wait out the timeout for a full batch while a
+        few tasks sit in hand (a daily update's tail, a trickle of tasks): wait for the first
+        task only, then take what is already fetched. Under a backlog the fetched queue holds
+        a full batch, so backfills keep their BATCH_SIZE transactions.
+        """
+        first = self.consumer.consume(num_messages=1, timeout=1.0)
+        if not first:
+            return first
+        return first + self.consumer.consume(num_messages=BATCH_SIZE - 1, timeout=0)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.health.ready = True

@@ -378,6 +378,7 @@ class BatchWriter:
                 "ON CONFLICT (symbol) DO UPDATE SET last_date = EXCLUDED.last_date, "
                 "bars_seen = EXCLUDED.bars_seen, state = EXCLUDED.state, updated_at = now()",
                 rows,
+                page_size=len(rows),  # one statement, not one per 100 rows
             )
         self._dirty.clear()
 
@@ -433,6 +434,7 @@ class BatchWriter:
                 "  updated_at = now() FROM (VALUES %s) AS v (symbol, d) "
                 "WHERE st.symbol = v.symbol AND st.status <> 'parked'",
                 done,
+                page_size=len(done),  # one statement, not one per 100 rows
             )
         if failed:
             psycopg2.extras.execute_values(
@@ -441,6 +443,7 @@ class BatchWriter:
                 "  updated_at = now() FROM (VALUES %s) AS v (symbol, reason) "
                 "WHERE st.symbol = v.symbol AND st.status <> 'parked'",
                 failed,
+                page_size=len(failed),  # one statement, not one per 100 rows
             )
         self._progress.clear()
         self._tasks.clear()

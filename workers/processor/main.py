@@ -106,8 +106,7 @@ class Processor:
             while not self.stop.is_set():
                 self.health.beat()
                 self.lag.maybe_report(self.consumer)
-                messages = self.consumer.consume(num_messages=self.batch_messages,
-                                                 timeout=1.0)
+                messages = self._poll()
                 good = [m for m in messages if not self._is_error(m)]
                 for batch in self._by_size(good):
                     with BATCH_SECONDS.labels(WORKER).time():
@@ -116,6 +115,14 @@ class Processor:
             leave_group(self.consumer)  # hand the partitions over now
             self.dlq.producer.flush(CONFIRM_SECONDS)
             self.conn.close()
+
+    def _poll(self) -> list[Message]:
+        """Up to ``batch_messages`` messages, as soon as there is one: ``consume(n, timeout)``
+        waits out the timeout for a full batch while a transaction's tail sits in hand."""
+        first = self.consumer.consume(num_messages=1, timeout=1.0)
+        if not first:
+            return first
+        return first + self.consumer.consume(num_messages=self.batch_messages - 1, timeout=0)
 
     def _by_size(self, messages: list[Message]) -> list[list[Message]]:
         """``messages`` in batches of at most BATCH_BYTES, and the next poll's size."""

@@ -61,8 +61,12 @@ def test_sigkill_agent_and_processor_repeatedly(pipeline_factory):
     agent, processor = pipe.start("agent"), pipe.start("processor")
     ids = pipe.send_tasks(tasks)
     in_flight = 0
-    for _ in range(3):
-        time.sleep(rng.uniform(1.0, 4.0))
+    for kill in range(3):
+        if kill == 0:  # the first kill as soon as bars flow: mid-work however fast the stack is
+            while _processed_bars(pipe) == 0:
+                time.sleep(0.05)
+        else:
+            time.sleep(rng.uniform(1.0, 4.0))
         victim = rng.choice(["agent", "processor", "both"])
         in_flight += _unfinished(pipe, ids) > 0  # the kill interrupted work
         if victim in ("agent", "both"):
@@ -117,15 +121,19 @@ def test_processor_loses_partitions_during_a_database_outage(pipeline_factory):
     s = pipe.settings
     proxy = TcpProxy(s.pg_host, s.pg_port)
     try:
-        pipe.start("agent")
+        agent = pipe.start("agent")
         a = pipe.start("processor", FINPIPE_PG_PORT=str(proxy.port))
         first = _yearly_tasks([f"OUT{i}" for i in range(24)], 2010, 1)
         ids = pipe.send_tasks(first)
         pipe.wait_tasks(ids, timeout=120)
         proxy.cut()
         # A consumes these but cannot commit them: it retries, polling, with the batch in hand.
+        # The agent handles them in one transaction (started after they are all waiting), so
+        # A's batch holds messages of every partition, half of which B will take.
+        agent.stop()
         later = _yearly_tasks([f"OUT{i}" for i in range(24)], 2011, 2)
         ids += pipe.send_tasks(later)
+        pipe.start("agent")
         wait_log(a, "batch not committed")
         b = pipe.start("processor")
         wait_log(a, "revoked partitions=[", timeout=60)
