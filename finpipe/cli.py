@@ -158,8 +158,12 @@ def _print_data_trust(settings: Settings, symbols: list[str]) -> None:
     for column in ("symbol", "warm indicators", "flags", "revisions"):
         table.add_column(column)
     for symbol in symbols:
-        table.add_row(symbol, warm[symbol].label, ", ".join(flags.flags(symbol)) or "-",
-                      str(revised.get(symbol, 0)))
+        table.add_row(
+            symbol,
+            warm[symbol].label,
+            ", ".join(flags.flags(symbol)) or "-",
+            str(revised.get(symbol, 0)),
+        )
     console.print(table)
 
 
@@ -246,9 +250,14 @@ def revisions_command(
     for column in ("symbol", "date", "change", "history", "task", "seen"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.symbol, str(r.date), r.describe(),
-                      "rewritten" if r.rewrote_history else "in place", r.task_id or "-",
-                      r.seen_at.strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(
+            r.symbol,
+            str(r.date),
+            r.describe(),
+            "rewritten" if r.rewrote_history else "in place",
+            r.task_id or "-",
+            r.seen_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
     console.print(table if rows else "no revisions")
 
 

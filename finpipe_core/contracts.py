@@ -32,9 +32,7 @@ PositivePrice = Annotated[float, msgspec.Meta(gt=0.0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
 # Free text travels as JSON and SQL parameters only; control characters (NUL above all,
 # which PostgreSQL text refuses) are rejected at the boundary.
-ShortText = Annotated[
-    str, msgspec.Meta(max_length=2000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\Z")
-]
+ShortText = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*\Z")]
 TaskId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+\Z")]
 BarsStatus = Literal["ok", "no_data", "failed"]
 

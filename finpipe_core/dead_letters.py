@@ -23,8 +23,14 @@ class DeadLetterUnavailableError(RetriableError):
 
 
 class _Producer(Protocol):
-    def produce(self, topic: str, *, key: bytes | None, value: bytes | None,
-                headers: list[tuple[str, bytes]]) -> None: ...
+    def produce(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> None: ...
 
     def flush(self, timeout: float) -> int: ...
 
@@ -36,12 +42,18 @@ class DeadLetterWriter:
         self.producer = producer
         self.topic = topic
 
-    def send(self, source: tuple[str, int, int], key: bytes | None, value: bytes | None,
-             error: BaseException) -> None:
+    def send(
+        self,
+        source: tuple[str, int, int],
+        key: bytes | None,
+        value: bytes | None,
+        error: BaseException,
+    ) -> None:
         """Queue the message read at ``source`` (topic, partition, offset) as a dead letter."""
         topic, partition, offset = source
-        self.producer.produce(self.topic, key=key, value=value,
-                              headers=dlq_headers(topic, partition, offset, error))
+        self.producer.produce(
+            self.topic, key=key, value=value, headers=dlq_headers(topic, partition, offset, error)
+        )
 
     def confirm(self, timeout: float = CONFIRM_SECONDS) -> None:
         """Wait until the broker has every queued dead letter, or raise."""

@@ -106,8 +106,11 @@ def claim_pending(
         "WHERE status = 'pending' AND (%(ids)s::text[] IS NULL OR task_id = ANY(%(ids)s)) "
         "AND NOT (task_id = ANY(%(skip)s)) "
         "ORDER BY created_at, task_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
-        {"ids": list(task_ids) if task_ids is not None else None, "skip": list(skip),
-         "limit": limit},
+        {
+            "ids": list(task_ids) if task_ids is not None else None,
+            "skip": list(skip),
+            "limit": limit,
+        },
     )
     return cur.fetchall()
 
@@ -124,8 +127,12 @@ def claim_stale(
         "AND (%(max_attempts)s::int IS NULL OR attempts < %(max_attempts)s) "
         "ORDER BY COALESCE(published_at, created_at), task_id LIMIT %(limit)s "
         "FOR UPDATE SKIP LOCKED",
-        {"open": _values(UNPUBLISHED_OR_WAITING), "age": older_than,
-         "max_attempts": max_attempts, "limit": limit},
+        {
+            "open": _values(UNPUBLISHED_OR_WAITING),
+            "age": older_than,
+            "max_attempts": max_attempts,
+            "limit": limit,
+        },
     )
     return cur.fetchall()
 
@@ -165,8 +172,11 @@ def record_results(cur: Any, results: Sequence[TaskResult]) -> int:
     """
     known = 0
     for reset, bars_sql in ((True, "v.bars"), (False, "t.bars + v.bars")):
-        rows = [(r.task_id, r.status.value, r.bars, r.error, r.final)
-                for r in results if r.reset is reset]
+        rows = [
+            (r.task_id, r.status.value, r.bars, r.error, r.final)
+            for r in results
+            if r.reset is reset
+        ]
         if rows:
             updated = execute_values(
                 cur,
@@ -197,8 +207,13 @@ def finished_after(
         "WHERE status = ANY(%(finished)s) AND completed_at IS NOT NULL "
         "AND completed_at <= %(cutoff)s AND (completed_at, task_id) > (%(ts)s, %(tid)s) "
         "ORDER BY completed_at, task_id LIMIT %(limit)s",
-        {"finished": _values(FINISHED), "cutoff": cutoff, "ts": after[0], "tid": after[1],
-         "limit": limit},
+        {
+            "finished": _values(FINISHED),
+            "cutoff": cutoff,
+            "ts": after[0],
+            "tid": after[1],
+            "limit": limit,
+        },
     )
     return cur.fetchall()
 

@@ -37,8 +37,11 @@ class PostgresResource(dg.ConfigurableResource):
 
     def settings(self) -> Settings:
         return _settings(
-            pg_host=self.host, pg_port=self.port, pg_database=self.database,
-            pg_user=self.user, pg_password=self.password,
+            pg_host=self.host,
+            pg_port=self.port,
+            pg_database=self.database,
+            pg_user=self.user,
+            pg_password=self.password,
         )
 
     @contextmanager

@@ -1,6 +1,5 @@
 """Schedules: request the last completed session after the US close, then check the tables."""
 
-
 import datetime as dt
 from typing import Any, Final
 from zoneinfo import ZoneInfo

@@ -221,9 +221,13 @@ def uncovered_tasks(
     with conn.cursor() as cur:
         covered = tasks.covered_ranges(cur, sorted(set(symbols)), start, end)
     conn.rollback()
-    return [(symbol, lo, hi) for symbol in sorted(covered)
-            for lo, hi in plan_symbol_ranges(sessions, start, end, covered[symbol],
-                                             max_sessions=max_sessions)]
+    return [
+        (symbol, lo, hi)
+        for symbol in sorted(covered)
+        for lo, hi in plan_symbol_ranges(
+            sessions, start, end, covered[symbol], max_sessions=max_sessions
+        )
+    ]
 
 
 def enqueue_tasks(
@@ -304,7 +308,12 @@ def enqueue_tasks(
     enqueued: list[FetchTask] = _in_transaction(conn, work)
     logger.info(
         "outbox enqueued tasks=%d symbols=%d start=%s end=%s force=%s requested_by=%s",
-        len(enqueued), len({t.symbol for t in enqueued}), start, end, force, requested_by,
+        len(enqueued),
+        len({t.symbol for t in enqueued}),
+        start,
+        end,
+        force,
+        requested_by,
     )
     return enqueued
 
@@ -464,7 +473,12 @@ def emit_tasks(
         from it leaves them pending (the crash window the outbox exists for).
     """
     enqueued = enqueue_tasks(
-        conn, symbols, start, end, requested_by=requested_by, force=force,
+        conn,
+        symbols,
+        start,
+        end,
+        requested_by=requested_by,
+        force=force,
         max_sessions=max_sessions,
     )
     if before_publish is not None:

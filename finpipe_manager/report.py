@@ -127,8 +127,9 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path, log_scale: bool
     )
     ax_price.plot(dates, close, color="black", linewidth=0.8, label="close (split-adjusted)")
     ax_price.plot(dates, cols[3], color="tab:blue", linewidth=0.6, label="Bollinger middle")
-    ax_price.fill_between(dates, cols[4], cols[2], color="tab:blue", alpha=0.15,
-                          label="Bollinger bands (20, 2)")
+    ax_price.fill_between(
+        dates, cols[4], cols[2], color="tab:blue", alpha=0.15, label="Bollinger bands (20, 2)"
+    )
     ax_price.set_title(f"{symbol}: {dates[0]} to {dates[-1]}, {len(dates):,} bars")
     ax_price.legend(loc="upper left", fontsize=8)
     ax_rsi.plot(dates, cols[5], color="tab:purple", linewidth=0.7)
@@ -140,8 +141,9 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path, log_scale: bool
     ax_macd.plot(dates, cols[7], color="tab:orange", linewidth=0.7, label="signal")
     # fill_between draws the histogram as one polygon: ax.bar drew one patch per day
     # (8.2 s for a 3,270-bar chart against 0.9 s).
-    ax_macd.fill_between(dates, np.nan_to_num(cols[8]), step="mid", color="grey",
-                         linewidth=0, label="histogram")
+    ax_macd.fill_between(
+        dates, np.nan_to_num(cols[8]), step="mid", color="grey", linewidth=0, label="histogram"
+    )
     ax_macd.set_ylabel("MACD 12/26/9")
     ax_macd.legend(loc="upper left", fontsize=8)
     if log_scale:
@@ -149,8 +151,14 @@ def render_chart(settings: Settings, symbol: str, out_dir: Path, log_scale: bool
     for ax, key in ((ax_price, "bbands_20"), (ax_rsi, "rsi_14"), (ax_macd, "macd")):
         warm_from = CONVERGENCE_BARS[key]
         if warm_from is not None and len(dates) > 1:
-            ax.axvspan(dates[0], dates[min(warm_from, len(dates)) - 1], color="grey",
-                       alpha=0.2, linewidth=0, label="warm-up" if ax is ax_price else None)
+            ax.axvspan(
+                dates[0],
+                dates[min(warm_from, len(dates)) - 1],
+                color="grey",
+                alpha=0.2,
+                linewidth=0,
+                label="warm-up" if ax is ax_price else None,
+            )
     ax_price.legend(loc="upper left", fontsize=8)  # with the warm-up's entry
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,13 +177,16 @@ def overview_png(settings: Settings, symbols: list[str], last_n: int = 250) -> b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_price, ax_rsi) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=False,
-                                           gridspec_kw={"height_ratios": [2, 1]})
+    fig, (ax_price, ax_rsi) = plt.subplots(
+        2, 1, figsize=(8, 4.5), sharex=False, gridspec_kw={"height_ratios": [2, 1]}
+    )
     with connection(settings) as conn, conn.cursor() as cur:
         for symbol in symbols:
             cur.execute(
                 "SELECT p.close, i.rsi_14 FROM prices p JOIN indicators i USING (symbol, date)"
-                " WHERE p.symbol = %s ORDER BY p.date DESC LIMIT %s", (symbol, last_n))
+                " WHERE p.symbol = %s ORDER BY p.date DESC LIMIT %s",
+                (symbol, last_n),
+            )
             rows = cur.fetchall()[::-1]
             if not rows:
                 continue
@@ -196,12 +207,16 @@ def overview_png(settings: Settings, symbols: list[str], last_n: int = 250) -> b
 
 def summary_markdown(rows: list[SymbolSummary]) -> str:
     """The summary as a markdown table (Dagster shows it in the UI)."""
-    lines = ["| symbol | first | last | bars | close | RSI 14 | MACD | status |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| symbol | first | last | bars | close | RSI 14 | MACD | status |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         values = [format_number(r.last_close), format_number(r.rsi_14), format_number(r.macd)]
-        lines.append(f"| {r.symbol} | {r.first_date or '-'} | {r.last_date or '-'} | "
-                     f"{r.bars:,} | {' | '.join(values)} | {r.status} |")
+        lines.append(
+            f"| {r.symbol} | {r.first_date or '-'} | {r.last_date or '-'} | "
+            f"{r.bars:,} | {' | '.join(values)} | {r.status} |"
+        )
     return "\n".join(lines)
 
 

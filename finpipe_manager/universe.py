@@ -164,7 +164,9 @@ def sync_universe(
     )
     logger.info(
         "universe synced active=%d added=%d deactivated=%d",
-        result.active, result.added, result.deactivated,
+        result.active,
+        result.added,
+        result.deactivated,
     )
     return result
 

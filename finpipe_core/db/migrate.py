@@ -76,6 +76,9 @@ def _carry_renamed(backend) -> None:
                 backend.execute(
                     f"UPDATE {backend.migration_table_quoted} SET migration_hash = :new_hash, "
                     "migration_id = :new WHERE migration_hash = :old_hash",
-                    {"new_hash": get_migration_hash(new), "new": new,
-                     "old_hash": get_migration_hash(old)},
+                    {
+                        "new_hash": get_migration_hash(new),
+                        "new": new,
+                        "old_hash": get_migration_hash(old),
+                    },
                 )

@@ -128,8 +128,10 @@ def compute_batch(bars: Bars) -> dict[str, np.ndarray]:
 def can_resume(state: Any) -> bool:
     """Whether ``compute_incremental`` can continue from ``state``: saved by this version of
     the engine for this indicator set. A history whose state cannot resume is recomputed."""
-    return type(state) is dict and state.get("version") == STATE_VERSION and (
-        state.get("spec") == _SPEC
+    return (
+        type(state) is dict
+        and state.get("version") == STATE_VERSION
+        and (state.get("spec") == _SPEC)
     )
 
 

@@ -32,7 +32,6 @@ def indicator_report(postgres: PostgresResource) -> dg.MaterializeResult:
             "chart": dg.MetadataValue.md(chart),
             "symbols": dg.MetadataValue.int(len(rows)),
             "bars": dg.MetadataValue.int(sum(r.bars for r in rows)),
-            "parked_or_failed": dg.MetadataValue.int(
-                sum(r.status != "ok" for r in rows)),
+            "parked_or_failed": dg.MetadataValue.int(sum(r.status != "ok" for r in rows)),
         }
     )

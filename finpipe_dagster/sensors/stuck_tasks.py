@@ -7,7 +7,6 @@ stock_prices when it did, and emits a ``symbols_healthy`` check evaluation whene
 report differs from the previous tick's (its fingerprint is the cursor).
 """
 
-
 import datetime as dt
 import hashlib
 import json
@@ -58,7 +57,11 @@ def build_stuck_tasks_sensor(
         with postgres.connection() as conn:
             with kafka.producer() as producer:
                 report = republish_stale(
-                    conn, producer, kafka.topic, older_than=age, max_attempts=max_attempts,
+                    conn,
+                    producer,
+                    kafka.topic,
+                    older_than=age,
+                    max_attempts=max_attempts,
                     limit=limit,
                 )
             health = pipeline_health(conn, timeout=age, max_attempts=max_attempts)

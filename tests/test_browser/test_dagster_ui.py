@@ -175,8 +175,10 @@ def test_materialise_one_stock_tasks_partition_from_the_ui(
 
     settings = dagster_ui.settings
     with connection(settings) as conn, conn.cursor() as cur:
-        cur.execute("SELECT symbol, status, start_date, end_date FROM tasks "
-                    "WHERE requested_by = %s", (run_id,))
+        cur.execute(
+            "SELECT symbol, status, start_date, end_date FROM tasks WHERE requested_by = %s",
+            (run_id,),
+        )
         rows = cur.fetchall()
     day = dt.date.fromisoformat(partition)
     assert {r[0] for r in rows} == SAMPLE_SYMBOLS, (rows, final)

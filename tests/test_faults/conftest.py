@@ -56,14 +56,16 @@ def kafka_cluster(settings: Settings, tmp_path_factory) -> Iterator[Settings]:
     (SIGTERM together, SIGKILL after 30 s) in teardown, even if a test killed one.
     """
     home = tmp_path_factory.mktemp("kafka-cluster")
-    cluster = settings.model_copy(update={
-        "state_dir": str(home), "kafka_cluster_base_port": CLUSTER_BASE_PORT,
-    })
+    cluster = settings.model_copy(
+        update={
+            "state_dir": str(home),
+            "kafka_cluster_base_port": CLUSTER_BASE_PORT,
+        }
+    )
     nodes = kafka_nodes.kafka_cluster_nodes(cluster)
     taken = [p for n in nodes for p in (n.broker_port, n.controller_port) if not _free(p)]
     if taken:
-        pytest.fail(f"ports {taken} are in use; the fault tests' cluster needs them",
-                    pytrace=False)
+        pytest.fail(f"ports {taken} are in use; the fault tests' cluster needs them", pytrace=False)
     try:
         bootstrap, seconds = kafka_nodes.cluster_up(cluster)
         print(f"\n3-broker cluster {bootstrap} ready in {seconds:.1f} s (state {home})")
@@ -112,31 +114,48 @@ def fault_pipelines(local_stack: Settings, tmp_path) -> Iterator[Callable[..., P
     """
     made: list[tuple[Pipeline, Settings, str | None]] = []
 
-    def make(base: Settings | None = None, *, replication: int = 1, min_insync: int = 1,
-             database: str | None = None, **overrides: object) -> Pipeline:
+    def make(
+        base: Settings | None = None,
+        *,
+        replication: int = 1,
+        min_insync: int = 1,
+        database: str | None = None,
+        **overrides: object,
+    ) -> Pipeline:
         base = base or local_stack
         tag = uuid.uuid4().hex[:10]
-        topics = {k: f"fault-{k.split('_')[0]}-{tag}" for k in
-                  ("tasks_topic", "data_topic", "dlq_topic")}
-        stack.ensure_topics(base, list(topics.values()), partitions=12,
-                            replication=replication, min_insync=min_insync,
-                            bootstrap=base.kafka_bootstrap_servers)
+        topics = {
+            k: f"fault-{k.split('_')[0]}-{tag}" for k in ("tasks_topic", "data_topic", "dlq_topic")
+        }
+        stack.ensure_topics(
+            base,
+            list(topics.values()),
+            partitions=12,
+            replication=replication,
+            min_insync=min_insync,
+            bootstrap=base.kafka_bootstrap_servers,
+        )
         created_db = None
         if database is None:
             database = created_db = f"finpipe_fault_{tag}"
             admin = PostgresCluster(base).admin_connection()
             with admin.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(database), sql.Identifier(base.pg_user)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(database), sql.Identifier(base.pg_user)
+                    )
+                )
             admin.close()
-        settings = base.model_copy(update={
-            **topics,
-            "agent_group": f"fault-agents-{tag}",
-            "processor_group": f"fault-processors-{tag}",
-            "pg_database": database,
-            "source": "synthetic",
-            **overrides,
-        })
+        settings = base.model_copy(
+            update={
+                **topics,
+                "agent_group": f"fault-agents-{tag}",
+                "processor_group": f"fault-processors-{tag}",
+                "pg_database": database,
+                "source": "synthetic",
+                **overrides,
+            }
+        )
         apply_migrations(settings)
         log_dir = tmp_path / f"logs-{len(made)}"
         log_dir.mkdir()
@@ -152,16 +171,25 @@ def fault_pipelines(local_stack: Settings, tmp_path) -> Iterator[Callable[..., P
         s = pipe.settings
         with contextlib.suppress(Exception):
             admin = AdminClient({**base.kafka_client_config(), "socket.timeout.ms": 5000})
-            for future in admin.delete_topics([s.tasks_topic, s.data_topic, s.dlq_topic],
-                                              operation_timeout=20).values():
+            for future in admin.delete_topics(
+                [s.tasks_topic, s.data_topic, s.dlq_topic], operation_timeout=20
+            ).values():
                 with contextlib.suppress(Exception):
                     future.result(timeout=30)
         if created_db is not None:
             with contextlib.suppress(psycopg2.Error):
-                admin = psycopg2.connect(host=base.pg_host, port=base.pg_port, user="postgres",
-                                         dbname="postgres", connect_timeout=5)
+                admin = psycopg2.connect(
+                    host=base.pg_host,
+                    port=base.pg_port,
+                    user="postgres",
+                    dbname="postgres",
+                    connect_timeout=5,
+                )
                 admin.autocommit = True
                 with admin.cursor() as cur:
-                    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(created_db)))
+                    cur.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(created_db)
+                        )
+                    )
                 admin.close()

@@ -42,10 +42,34 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True).encode()
 
 
-BAD_SYMBOLS = ("ÄPPL", "株式会社", "AAPL🚀", "aapl", "AAPL'; DROP TABLE prices;--", "A" * 40,
-               "", " AAPL", "AAPL\x00", "BRK/B", "^^GSPC", "\u202eLPPA", "ＡＡＰＬ")
-BAD_DATES = ("2019-02-30", "2019-13-01", "0000-01-01", "10000-01-01", "1969-12-31",
-             "2019-1-1", "20190101", "2019-01-01T00:00:00", "", "yesterday", "1900-01-01")
+BAD_SYMBOLS = (
+    "ÄPPL",
+    "株式会社",
+    "AAPL🚀",
+    "aapl",
+    "AAPL'; DROP TABLE prices;--",
+    "A" * 40,
+    "",
+    " AAPL",
+    "AAPL\x00",
+    "BRK/B",
+    "^^GSPC",
+    "\u202eLPPA",
+    "ＡＡＰＬ",
+)
+BAD_DATES = (
+    "2019-02-30",
+    "2019-13-01",
+    "0000-01-01",
+    "10000-01-01",
+    "1969-12-31",
+    "2019-1-1",
+    "20190101",
+    "2019-01-01T00:00:00",
+    "",
+    "yesterday",
+    "1900-01-01",
+)
 
 
 class Generator:
@@ -72,40 +96,77 @@ class Generator:
         if kind == 0:
             return self.rng.randbytes(self.rng.randrange(0, 64))
         if kind == 1:
-            return self.rng.choice([b"", b"{", b"}", b"[", b"null", b"1.5", b"true", b'"x"',
-                                    b"[]", b"{}", b"\xef\xbb\xbf{}", b"\xff\xfe{\x00}\x00"])
+            return self.rng.choice(
+                [
+                    b"",
+                    b"{",
+                    b"}",
+                    b"[",
+                    b"null",
+                    b"1.5",
+                    b"true",
+                    b'"x"',
+                    b"[]",
+                    b"{}",
+                    b"\xef\xbb\xbf{}",
+                    b"\xff\xfe{\x00}\x00",
+                ]
+            )
         if kind == 2:
-            return "".join(chr(self.rng.randrange(32, 0x2FFF))
-                           for _ in range(self.rng.randrange(1, 40))).encode("utf-8")
+            return "".join(
+                chr(self.rng.randrange(32, 0x2FFF)) for _ in range(self.rng.randrange(1, 40))
+            ).encode("utf-8")
         return b'{"schema_version":1,' * self.rng.randrange(1, 5)
 
     # -- tasks --------------------------------------------------------------------------------
     def task_dict(self, symbol: str, start: dt.date, end: dt.date) -> dict:
-        return {"schema_version": SCHEMA_VERSION, "task_id": make_task_id(symbol, start, end),
-                "symbol": symbol, "start": start.isoformat(), "end": end.isoformat(),
-                "requested_by": "fuzz"}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "task_id": make_task_id(symbol, start, end),
+            "symbol": symbol,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "requested_by": "fuzz",
+        }
 
     def bad_task(self) -> Fuzzed:
         rng = self.rng
         sym = f"FZB{rng.randrange(300):03d}"
         start = dt.date(2010, 1, 4) + dt.timedelta(days=rng.randrange(3000))
         base = self.task_dict(sym, start, start + dt.timedelta(days=rng.randrange(1, 30)))
-        kind = rng.choice(["truncated", "garbage", "wrong_type", "unknown_field", "missing",
-                           "version", "bad_symbol", "bad_date", "reversed", "huge_array",
-                           "long_id", "non_object"])
+        kind = rng.choice(
+            [
+                "truncated",
+                "garbage",
+                "wrong_type",
+                "unknown_field",
+                "missing",
+                "version",
+                "bad_symbol",
+                "bad_date",
+                "reversed",
+                "huge_array",
+                "long_id",
+                "non_object",
+            ]
+        )
         value: bytes
         if kind == "truncated":
             raw = _dumps(base)
-            value = raw[:rng.randrange(0, len(raw) - 1)]
+            value = raw[: rng.randrange(0, len(raw) - 1)]
         elif kind == "garbage":
             value = self._garbage()
             if value in (b"",):
                 kind = "empty"
         elif kind == "wrong_type":
-            field = rng.choice(["schema_version", "task_id", "symbol", "start", "end",
-                                "requested_by", "force"])
-            base[field] = rng.choice([123, 1.5, None, [], {}, "yes", True]) \
-                if field != "force" else rng.choice(["yes", 1, None, []])
+            field = rng.choice(
+                ["schema_version", "task_id", "symbol", "start", "end", "requested_by", "force"]
+            )
+            base[field] = (
+                rng.choice([123, 1.5, None, [], {}, "yes", True])
+                if field != "force"
+                else rng.choice(["yes", 1, None, []])
+            )
             if field in ("task_id", "requested_by") and isinstance(base[field], str):
                 base[field] = 7
             if field == "schema_version" and base[field] is True:
@@ -149,8 +210,16 @@ class Generator:
             lo = first + dt.timedelta(weeks=w)
             hi = lo + dt.timedelta(days=6)
             for s in symbols:
-                out.append(Fuzzed(s.encode(), _dumps(self.task_dict(s, lo, hi)), "good",
-                                  "task", s, (s, lo, hi)))
+                out.append(
+                    Fuzzed(
+                        s.encode(),
+                        _dumps(self.task_dict(s, lo, hi)),
+                        "good",
+                        "task",
+                        s,
+                        (s, lo, hi),
+                    )
+                )
         return out
 
     def edge_tasks(self, n: int) -> list[Fuzzed]:
@@ -181,30 +250,49 @@ class Generator:
     def bars_dict(self, symbol: str, days: list[dt.date], task_id: str) -> dict:
         if symbol == "FZTEMPLATE":  # bad and edge messages: slices of one cached series
             if self._template is None:
-                self._template = self.src.fetch(symbol, dt.date(2000, 1, 1),
-                                                dt.date(2025, 12, 31))
+                self._template = self.src.fetch(symbol, dt.date(2000, 1, 1), dt.date(2025, 12, 31))
             lo = self._template.dates.index(days[0])
             raw = self._template.slice(lo, lo + len(days))
         else:
             raw = self.src.fetch(symbol, days[0], days[-1])
         assert raw.dates == days
-        cols = {c: [float(x) for x in getattr(raw, c)] for c in
-                ("open", "high", "low", "close", "adj_close", "volume", "dividends", "splits")}
-        return {"schema_version": SCHEMA_VERSION, "task_id": task_id, "symbol": symbol,
-                "start": days[0].isoformat(), "end": days[-1].isoformat(), "status": "ok",
-                "source": "fuzz", "chunk": 0, "chunks": 1,
-                "dates": [d.isoformat() for d in days], **cols}
+        cols = {
+            c: [float(x) for x in getattr(raw, c)]
+            for c in ("open", "high", "low", "close", "adj_close", "volume", "dividends", "splits")
+        }
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "task_id": task_id,
+            "symbol": symbol,
+            "start": days[0].isoformat(),
+            "end": days[-1].isoformat(),
+            "status": "ok",
+            "source": "fuzz",
+            "chunk": 0,
+            "chunks": 1,
+            "dates": [d.isoformat() for d in days],
+            **cols,
+        }
 
-    def good_bars(self, symbols: list[str], messages: int, per: int,
-                  first: dt.date) -> list[Fuzzed]:
+    def good_bars(
+        self, symbols: list[str], messages: int, per: int, first: dt.date
+    ) -> list[Fuzzed]:
         sessions = trading_days(first, first + dt.timedelta(days=messages * per * 2 + 30))
         out = []
         for m in range(messages):
-            days = sessions[m * per:(m + 1) * per]
+            days = sessions[m * per : (m + 1) * per]
             for s in symbols:
                 task = f"fz-{s}-{m}"
-                out.append(Fuzzed(s.encode(), _dumps(self.bars_dict(s, days, task)), "good",
-                                  "bars", s, (s, days[0], days[-1])))
+                out.append(
+                    Fuzzed(
+                        s.encode(),
+                        _dumps(self.bars_dict(s, days, task)),
+                        "good",
+                        "bars",
+                        s,
+                        (s, days[0], days[-1]),
+                    )
+                )
         return out
 
     def bad_bars(self, base_days: list[dt.date]) -> Fuzzed:
@@ -212,21 +300,43 @@ class Generator:
         key = self.bad_key()
         sym = key.decode() if key and key.startswith(b"FZB") else f"FZB{rng.randrange(300):03d}"
         i = rng.randrange(0, len(base_days) - 8)
-        days = base_days[i:i + rng.randrange(2, 8)]
+        days = base_days[i : i + rng.randrange(2, 8)]
         base = self.bars_dict("FZTEMPLATE", days, f"fzb-{rng.randrange(10**6)}")
         base["symbol"] = sym
         n = len(days)
         col = rng.choice(["open", "high", "low", "close", "adj_close"])
         j = rng.randrange(n)
-        kind = rng.choice(["truncated", "garbage", "wrong_type", "nan", "infinity", "overflow",
-                           "negative_price", "zero_price", "negative_volume", "low_above_high",
-                           "unsorted", "ragged", "huge_array", "status", "chunk", "version",
-                           "unknown_field", "bad_symbol", "bad_date", "outside_range",
-                           "key_mismatch", "non_object", "missing"])
+        kind = rng.choice(
+            [
+                "truncated",
+                "garbage",
+                "wrong_type",
+                "nan",
+                "infinity",
+                "overflow",
+                "negative_price",
+                "zero_price",
+                "negative_volume",
+                "low_above_high",
+                "unsorted",
+                "ragged",
+                "huge_array",
+                "status",
+                "chunk",
+                "version",
+                "unknown_field",
+                "bad_symbol",
+                "bad_date",
+                "outside_range",
+                "key_mismatch",
+                "non_object",
+                "missing",
+            ]
+        )
         value: bytes | None = None
         if kind == "truncated":
             raw = _dumps(base)
-            value = raw[:rng.randrange(0, len(raw) - 1)]
+            value = raw[: rng.randrange(0, len(raw) - 1)]
         elif kind == "garbage":
             if rng.random() < 0.05:  # a tombstone: no value at all
                 return Fuzzed(key, None, "bad", "tombstone")
@@ -236,15 +346,17 @@ class Generator:
             if field in ("dates", "close", "volume"):
                 base[field][j] = rng.choice(["1.0", None, [], {}, True])
             else:
-                base[field] = rng.choice([[], {}, None, 1.5, "0"] if field == "chunk"
-                                         else [[], {}, None, 1.5, 3])
+                base[field] = rng.choice(
+                    [[], {}, None, 1.5, "0"] if field == "chunk" else [[], {}, None, 1.5, 3]
+                )
         elif kind == "nan":
             base[col][j] = float("nan")  # json: NaN (not JSON; msgspec refuses it)
         elif kind == "infinity":
             base[col][j] = rng.choice([float("inf"), float("-inf")])
         elif kind == "overflow":
-            value = _dumps(base).replace(b'"' + col.encode() + b'":[',
-                                         b'"' + col.encode() + b'":[1e400,', 1)
+            value = _dumps(base).replace(
+                b'"' + col.encode() + b'":[', b'"' + col.encode() + b'":[1e400,', 1
+            )
             base = None
         elif kind == "negative_price":
             base[col][j] = -abs(base[col][j])
@@ -265,24 +377,47 @@ class Generator:
         elif kind == "huge_array":
             m = rng.choice([5001, 6000])
             sessions = trading_days(dt.date(1990, 1, 1), dt.date(2030, 12, 31))[:m]
-            base.update(start=sessions[0].isoformat(), end=sessions[-1].isoformat(),
-                        dates=[d.isoformat() for d in sessions],
-                        **{c: [1.0] * m for c in ("open", "high", "low", "close", "adj_close",
-                                                  "volume")},
-                        dividends=[0.0] * m, splits=[0.0] * m)
+            base.update(
+                start=sessions[0].isoformat(),
+                end=sessions[-1].isoformat(),
+                dates=[d.isoformat() for d in sessions],
+                **{c: [1.0] * m for c in ("open", "high", "low", "close", "adj_close", "volume")},
+                dividends=[0.0] * m,
+                splits=[0.0] * m,
+            )
         elif kind == "status":
             choice = rng.randrange(3)
             if choice == 0:  # ok without bars
-                base.update(dates=[], open=[], high=[], low=[], close=[], adj_close=[],
-                            volume=[], dividends=[], splits=[])
+                base.update(
+                    dates=[],
+                    open=[],
+                    high=[],
+                    low=[],
+                    close=[],
+                    adj_close=[],
+                    volume=[],
+                    dividends=[],
+                    splits=[],
+                )
             elif choice == 1:  # failed without a reason
-                base.update(status="failed", dates=[], open=[], high=[], low=[], close=[],
-                            adj_close=[], volume=[], dividends=[], splits=[])
+                base.update(
+                    status="failed",
+                    dates=[],
+                    open=[],
+                    high=[],
+                    low=[],
+                    close=[],
+                    adj_close=[],
+                    volume=[],
+                    dividends=[],
+                    splits=[],
+                )
             else:  # no_data with bars
                 base.update(status="no_data", reason="none")
         elif kind == "chunk":
-            base.update(chunk=rng.choice([1, 5]), chunks=1) if rng.random() < 0.5 else \
-                base.update(chunk=-1)
+            base.update(chunk=rng.choice([1, 5]), chunks=1) if rng.random() < 0.5 else base.update(
+                chunk=-1
+            )
         elif kind == "version":
             base["schema_version"] = rng.choice([0, 2, 99])
         elif kind == "unknown_field":
@@ -308,8 +443,16 @@ class Generator:
 
     def edge_bars(self, n: int, base_days: list[dt.date]) -> list[Fuzzed]:
         out = []
-        kinds = ["year1", "year9999", "huge_price", "tiny_price", "open_above_high",
-                 "huge_split", "int_values", "huge_volume"]
+        kinds = [
+            "year1",
+            "year9999",
+            "huge_price",
+            "tiny_price",
+            "open_above_high",
+            "huge_split",
+            "int_values",
+            "huge_volume",
+        ]
         for i in range(n):
             sym = f"FZEB{i:03d}"
             kind = kinds[i % len(kinds)]
@@ -319,8 +462,11 @@ class Generator:
             if kind in ("year1", "year9999"):
                 y0 = dt.date(1, 1, 1) if kind == "year1" else dt.date(9999, 12, 24)
                 dd = [y0 + dt.timedelta(days=k) for k in range(5)]
-                d.update(dates=[x.isoformat() for x in dd], start=dd[0].isoformat(),
-                         end=dd[-1].isoformat())
+                d.update(
+                    dates=[x.isoformat() for x in dd],
+                    start=dd[0].isoformat(),
+                    end=dd[-1].isoformat(),
+                )
             elif kind in ("huge_price", "tiny_price"):
                 f = 1e300 if kind == "huge_price" else 1e-300
                 for c in ("open", "high", "low", "close", "adj_close"):
@@ -332,8 +478,9 @@ class Generator:
             elif kind == "int_values":
                 raw = _dumps(d)
                 for c in ("volume", "dividends", "splits"):
-                    raw = raw.replace(f'"{c}":['.encode(), f'"{c}":[{7 if c == "volume" else 0},'
-                                      .encode(), 1)
+                    raw = raw.replace(
+                        f'"{c}":['.encode(), f'"{c}":[{7 if c == "volume" else 0},'.encode(), 1
+                    )
                 d = json.loads(raw)
                 d["dates"].insert(0, (days[0] - dt.timedelta(days=3)).isoformat())
                 for c in ("open", "high", "low", "close", "adj_close"):

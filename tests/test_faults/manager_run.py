@@ -45,8 +45,7 @@ def main() -> int:
     asset_module = sys.modules["finpipe_dagster.assets.stock_tasks"]
 
     if args.die == "before_publish":
-        asset_module.emit_tasks = functools.partial(asset_module.emit_tasks,
-                                                    before_publish=_die)
+        asset_module.emit_tasks = functools.partial(asset_module.emit_tasks, before_publish=_die)
     elif args.die == "after_delivery":
         real_make_producer = resources.make_producer
 
@@ -72,18 +71,23 @@ def main() -> int:
 
     result = dg.materialize(
         [asset_module.stock_tasks],
-        tags={"dagster/asset_partition_range_start": args.start,
-              "dagster/asset_partition_range_end": args.end},
+        tags={
+            "dagster/asset_partition_range_start": args.start,
+            "dagster/asset_partition_range_end": args.end,
+        },
         resources=default_resources(),
         raise_on_error=False,
     )
     events = result.asset_materializations_for_node("stock_tasks") if result.success else []
     # Totals are on every partition's event, the run's other figures on the last one.
     meta = {k: v.value for e in events for k, v in e.metadata.items()}
-    print(f"manager_run: success={result.success} run_id={result.run_id} "
-          f"tasks_emitted={meta.get('tasks_emitted')} "
-          f"tasks_published={meta.get('tasks_published')} "
-          f"earlier_pending_published={meta.get('earlier_pending_published')}", flush=True)
+    print(
+        f"manager_run: success={result.success} run_id={result.run_id} "
+        f"tasks_emitted={meta.get('tasks_emitted')} "
+        f"tasks_published={meta.get('tasks_published')} "
+        f"earlier_pending_published={meta.get('earlier_pending_published')}",
+        flush=True,
+    )
     return 0 if result.success else 1
 
 

@@ -51,19 +51,34 @@ def one_run(pyspy: str | None) -> bool:
     print(f"cluster {bootstrap} ready in {seconds:.0f} s", flush=True)
     cluster = cluster.model_copy(update={"kafka_bootstrap_servers": bootstrap})
     tag = uuid.uuid4().hex[:8]
-    topics = {k: f"repro-{k.split('_')[0]}-{tag}" for k in
-              ("tasks_topic", "data_topic", "dlq_topic")}
-    stack.ensure_topics(cluster, list(topics.values()), partitions=12, replication=3,
-                        min_insync=2, bootstrap=bootstrap)
+    topics = {
+        k: f"repro-{k.split('_')[0]}-{tag}" for k in ("tasks_topic", "data_topic", "dlq_topic")
+    }
+    stack.ensure_topics(
+        cluster,
+        list(topics.values()),
+        partitions=12,
+        replication=3,
+        min_insync=2,
+        bootstrap=bootstrap,
+    )
     db = f"repro_{tag}"
     admin_pg = PostgresCluster(base).admin_connection()
     with admin_pg.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(db), sql.Identifier(base.pg_user)))
-    settings = cluster.model_copy(update={
-        **topics, "agent_group": f"repro-agents-{tag}",
-        "processor_group": f"repro-processors-{tag}", "pg_database": db,
-        "source": "synthetic"})
+        cur.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(db), sql.Identifier(base.pg_user)
+            )
+        )
+    settings = cluster.model_copy(
+        update={
+            **topics,
+            "agent_group": f"repro-agents-{tag}",
+            "processor_group": f"repro-processors-{tag}",
+            "pg_database": db,
+            "source": "synthetic",
+        }
+    )
     apply_migrations(settings)
     (home / "logs-workers").mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(settings, home / "logs-workers")
@@ -87,8 +102,10 @@ def one_run(pyspy: str | None) -> bool:
             pipe.send_tasks(tasks[320:])
             for _ in range(8):
                 time.sleep(5)
-                print(f"  t+{time.monotonic() - killed_at:.0f}s bars={progress.latest_bars()}",
-                      flush=True)
+                print(
+                    f"  t+{time.monotonic() - killed_at:.0f}s bars={progress.latest_bars()}",
+                    flush=True,
+                )
             hung = progress.latest_bars() <= 80_480
         print("HANG" if hung else "no hang", flush=True)
         if hung and pyspy:
@@ -97,8 +114,9 @@ def one_run(pyspy: str | None) -> bool:
         pipe.stop_all()
         kafka_nodes.cluster_down(cluster)
         with admin_pg.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(db)))
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+            )
         admin_pg.close()
         shutil.rmtree(home, ignore_errors=True)
     return hung

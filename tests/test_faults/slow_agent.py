@@ -68,12 +68,14 @@ def fetch(self, symbol, start, end):
     if symbol in UNAVAILABLE:
         waited = time.time() - _first_attempt_at(f"unavailable-{symbol}-{start}")
         if waited < UNAVAILABLE_SECONDS:
-            logger.warning("fault: %s unavailable (%.1f s of %.1f s)", symbol, waited,
-                           UNAVAILABLE_SECONDS)
+            logger.warning(
+                "fault: %s unavailable (%.1f s of %.1f s)", symbol, waited, UNAVAILABLE_SECONDS
+            )
             raise SourceUnavailableError(f"fault injection: {symbol} unavailable")
     if symbol in SLOW and (MARKERS is None or _first_time(f"slow-{symbol}-{start}")):
-        logger.warning("fault: slow fetch start symbol=%s start=%s seconds=%.1f", symbol,
-                       start, SLOW_SECONDS)
+        logger.warning(
+            "fault: slow fetch start symbol=%s start=%s seconds=%.1f", symbol, start, SLOW_SECONDS
+        )
         time.sleep(SLOW_SECONDS)
         logger.warning("fault: slow fetch end symbol=%s start=%s", symbol, start)
     time.sleep(FETCH_SECONDS)

@@ -57,8 +57,7 @@ def _choose_victim(admin: AdminClient, agent_group: str, processor_group: str) -
     if os.environ.get("FAULT_BROKER_VICTIM") == "agent-coordinator":
         return agents
     processors = _coordinator(admin, processor_group)
-    return processors if processors != agents else next(
-        i for i in (1, 2, 3) if i != agents)
+    return processors if processors != agents else next(i for i in (1, 2, 3) if i != agents)
 
 
 def _coordinator(admin: AdminClient, group: str) -> int:
@@ -68,8 +67,7 @@ def _coordinator(admin: AdminClient, group: str) -> int:
 
 def _under_replicated(admin: AdminClient, topics: list[str]) -> int:
     metadata = admin.list_topics(timeout=10)
-    return sum(1 for t in topics for p in metadata.topics[t].partitions.values()
-               if len(p.isrs) < 3)
+    return sum(1 for t in topics for p in metadata.topics[t].partitions.values() if len(p.isrs) < 3)
 
 
 def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelines):
@@ -78,8 +76,10 @@ def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelin
     s = pipe.settings
     tasks = yearly_tasks(SYMBOLS, FIRST_YEAR, YEARS)
     src = SyntheticSource()
-    wave_bars = [sum(len(src.fetch(sym, a, b)) for sym, a, b in tasks[i:i + len(SYMBOLS)])
-                 for i in range(0, len(tasks), len(SYMBOLS))]
+    wave_bars = [
+        sum(len(src.fetch(sym, a, b)) for sym, a, b in tasks[i : i + len(SYMBOLS)])
+        for i in range(0, len(tasks), len(SYMBOLS))
+    ]
     total = sum(wave_bars)
     assert total >= 200_000
 
@@ -93,16 +93,17 @@ def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelin
 
     ids: list[str] = []
     with ProgressSampler(s) as progress:
+
         def send_wave(i: int) -> None:
             # Keep WAVES_AHEAD waves in flight: wait for the earlier ones to be processed.
-            progress.wait_bars(sum(wave_bars[:max(0, i - WAVES_AHEAD)]), timeout=STALL_S)
-            ids.extend(pipe.send_tasks(tasks[i * len(SYMBOLS):(i + 1) * len(SYMBOLS)]))
+            progress.wait_bars(sum(wave_bars[: max(0, i - WAVES_AHEAD)]), timeout=STALL_S)
+            ids.extend(pipe.send_tasks(tasks[i * len(SYMBOLS) : (i + 1) * len(SYMBOLS)]))
 
         t_first = time.monotonic()
         kill_wave = 3
         for i in range(kill_wave + 1):
             send_wave(i)
-        progress.wait_bars(sum(wave_bars[:kill_wave - 1]), timeout=TIMEOUT_S)
+        progress.wait_bars(sum(wave_bars[: kill_wave - 1]), timeout=TIMEOUT_S)
         bars_at_kill = progress.latest_bars()
         t_kill = time.monotonic()
         victim.process(kafka_cluster).signal(signal.SIGKILL)
@@ -110,8 +111,9 @@ def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelin
 
         _debug_stacks(workers, after=6.0)
         i = kill_wave + 1
-        while i < YEARS and (i <= kill_wave + WAVES_WHILE_DOWN
-                             or time.monotonic() - t_kill < MIN_DOWN_S):
+        while i < YEARS and (
+            i <= kill_wave + WAVES_WHILE_DOWN or time.monotonic() - t_kill < MIN_DOWN_S
+        ):
             send_wave(i)
             i += 1
         time.sleep(max(0.0, MIN_DOWN_S - (time.monotonic() - t_kill)))
@@ -120,7 +122,9 @@ def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelin
         restart: dict[str, float] = {}
         restarter = threading.Thread(
             target=lambda: restart.setdefault(
-                "ready_s", stack.kafka.start_nodes(kafka_cluster, [victim])[1]))
+                "ready_s", stack.kafka.start_nodes(kafka_cluster, [victim])[1]
+            )
+        )
         restarter.start()
         for j in range(i, YEARS):
             send_wave(j)
@@ -144,13 +148,19 @@ def test_broker_killed_mid_backfill_changes_nothing(kafka_cluster, fault_pipelin
     messages, dups = duplicate_deliveries(s)
     record_figures(
         "broker_sigkill",
-        bars=exact.stored_bars, tasks=len(ids), faults=f"1xSIGKILL(node{victim.node_id})",
-        down_s=t_restart - t_kill, bars_while_down=bars_while_down,
+        bars=exact.stored_bars,
+        tasks=len(ids),
+        faults=f"1xSIGKILL(node{victim.node_id})",
+        down_s=t_restart - t_kill,
+        bars_while_down=bars_while_down,
         first_row_after_kill_s=progress.first_progress_after(t_kill) or -1.0,
         longest_stall_s=progress.longest_stall(t_kill, t_done, total),
-        broker_ready_s=restart["ready_s"], isr_restored_s=isr_s,
+        broker_ready_s=restart["ready_s"],
+        isr_restored_s=isr_s,
         aborted_txns=log_count(workers[:1], "transaction aborted"),
-        bar_msgs=messages, dup_bar_msgs=dups, backfill_s=t_done - t_first,
+        bar_msgs=messages,
+        dup_bar_msgs=dups,
+        backfill_s=t_done - t_first,
         wall_s=time.monotonic() - t_begin,
     )
     assert bars_while_down > 0, "the pipeline stopped while one of three brokers was down"
@@ -165,8 +175,12 @@ def _debug_stacks(workers, after: float) -> None:
     def dump() -> None:
         time.sleep(after)
         for w in workers:
-            out = subprocess.run([pyspy, "dump", "--pid", str(w.proc.pid)],
-                                 capture_output=True, text=True, check=False)
+            out = subprocess.run(
+                [pyspy, "dump", "--pid", str(w.proc.pid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             print(f"\n--- {w.kind} pid {w.proc.pid} ---\n{out.stdout}{out.stderr}", flush=True)
 
     threading.Thread(target=dump, daemon=True).start()
@@ -179,4 +193,3 @@ def _wait_dead(node, settings, timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.1)
     return True
-

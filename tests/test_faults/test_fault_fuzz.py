@@ -54,6 +54,7 @@ def _produce(settings, topic: str, messages: list[Fuzzed]) -> list[tuple[int, in
         def on_delivery(err, msg) -> None:
             assert err is None, err
             where[i] = (msg.partition(), msg.offset())
+
         return on_delivery
 
     for i, m in enumerate(messages):
@@ -73,8 +74,11 @@ def _dead_letters(settings) -> dict[tuple[str, int, int], list[dict]]:
     out: dict[tuple[str, int, int], list[dict]] = {}
     for msg in read_topic(settings, settings.dlq_topic):
         h = contracts.parse_dlq_headers(msg.headers())
-        source = (h.get(contracts.DLQ_HEADER_TOPIC), int(h.get(contracts.DLQ_HEADER_PARTITION,
-                  -1)), int(h.get(contracts.DLQ_HEADER_OFFSET, -1)))
+        source = (
+            h.get(contracts.DLQ_HEADER_TOPIC),
+            int(h.get(contracts.DLQ_HEADER_PARTITION, -1)),
+            int(h.get(contracts.DLQ_HEADER_OFFSET, -1)),
+        )
         out.setdefault(source, []).append(h)
     return out
 
@@ -94,8 +98,7 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
     base_days = trading_days(dt.date(2014, 1, 2), dt.date(2014, 12, 31))
     good_bars = gen.good_bars([f"FZD{i:02d}" for i in range(20)], 60, 5, dt.date(2012, 1, 3))
     edge_bars = gen.edge_bars(48, base_days)
-    bad_bars = [gen.bad_bars(base_days) for _ in range(PER_TOPIC - len(good_bars)
-                                                         - len(edge_bars))]
+    bad_bars = [gen.bad_bars(base_days) for _ in range(PER_TOPIC - len(good_bars) - len(edge_bars))]
     data_msgs = _interleave(gen, good_bars, edge_bars + bad_bars)
     assert len(task_msgs) == len(data_msgs) == PER_TOPIC
     largest = max(len(m.value or b"") for m in task_msgs + data_msgs)
@@ -104,14 +107,29 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
     wait_log(agent, "assigned partitions")
     wait_log(processor, "assigned [")
     # The manager stores a task before publishing it; processors only move stored tasks on.
-    good_bar_tasks = {(b["task_id"], b["symbol"], dt.date.fromisoformat(b["start"]),
-                       dt.date.fromisoformat(b["end"]))
-                      for b in (json.loads(m.value) for m in good_bars)}
-    edge_task_rows = {(t["task_id"], t["symbol"], dt.date.fromisoformat(t["start"]),
-                       dt.date.fromisoformat(t["end"]))
-                      for t in (json.loads(m.value) for m in edge_tasks)}
-    pipe.register_tasks([(contracts.make_task_id(*m.task), *m.task) for m in good_tasks]
-                        + sorted(good_bar_tasks) + sorted(edge_task_rows))
+    good_bar_tasks = {
+        (
+            b["task_id"],
+            b["symbol"],
+            dt.date.fromisoformat(b["start"]),
+            dt.date.fromisoformat(b["end"]),
+        )
+        for b in (json.loads(m.value) for m in good_bars)
+    }
+    edge_task_rows = {
+        (
+            t["task_id"],
+            t["symbol"],
+            dt.date.fromisoformat(t["start"]),
+            dt.date.fromisoformat(t["end"]),
+        )
+        for t in (json.loads(m.value) for m in edge_tasks)
+    }
+    pipe.register_tasks(
+        [(contracts.make_task_id(*m.task), *m.task) for m in good_tasks]
+        + sorted(good_bar_tasks)
+        + sorted(edge_task_rows)
+    )
     t_produce = time.monotonic()
     task_where = _produce(s, s.tasks_topic, task_msgs)
     data_where = _produce(s, s.data_topic, data_msgs)
@@ -120,12 +138,17 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
     good_bar_ids = [f"fz-{m.symbol}-{i // 20}" for i, m in enumerate(good_bars)]
     pipe.wait_tasks(good_task_ids + good_bar_ids, timeout=TIMEOUT_S)
 
-    bad_task_at = {(s.tasks_topic, *w) for m, w in zip(task_msgs, task_where, strict=True)
-                   if m.label == "bad"}
-    bad_data_at = {(s.data_topic, *w) for m, w in zip(data_msgs, data_where, strict=True)
-                   if m.label == "bad"}
-    edge_data_at = {(s.data_topic, *w): m for m, w in zip(data_msgs, data_where, strict=True)
-                    if m.label == "edge"}
+    bad_task_at = {
+        (s.tasks_topic, *w) for m, w in zip(task_msgs, task_where, strict=True) if m.label == "bad"
+    }
+    bad_data_at = {
+        (s.data_topic, *w) for m, w in zip(data_msgs, data_where, strict=True) if m.label == "bad"
+    }
+    edge_data_at = {
+        (s.data_topic, *w): m
+        for m, w in zip(data_msgs, data_where, strict=True)
+        if m.label == "edge"
+    }
     deadline = time.monotonic() + DLQ_WAIT_S  # the good tasks are done: little is left
     while True:
         dead = _dead_letters(s)
@@ -157,8 +180,7 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
     conn = pipe.connect()
     with conn.cursor() as cur:
         # Extreme-but-valid tasks were answered (bars or no_data), none dead-lettered.
-        cur.execute("SELECT status, count(*) FROM tasks WHERE symbol LIKE 'FZET%%' "
-                    "GROUP BY status")
+        cur.execute("SELECT status, count(*) FROM tasks WHERE symbol LIKE 'FZET%%' GROUP BY status")
         edge_task_status = dict(cur.fetchall())
         # Extreme-but-valid bar messages: stored, or dead-lettered (their symbol parked).
         unaccounted = []
@@ -166,8 +188,10 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
             cur.execute("SELECT count(*) FROM prices WHERE symbol = %s", (m.symbol,))
             if cur.fetchone()[0] == 0 and where not in edge_rejected:
                 unaccounted.append(m.kind)
-        cur.execute("SELECT count(*) FROM symbol_state WHERE status = 'parked' "
-                    "AND (symbol LIKE 'FZG%%' OR symbol LIKE 'FZD%%')")
+        cur.execute(
+            "SELECT count(*) FROM symbol_state WHERE status = 'parked' "
+            "AND (symbol LIKE 'FZG%%' OR symbol LIKE 'FZD%%')"
+        )
         good_parked = cur.fetchone()[0]
     conn.close()
     assert sum(edge_task_status.values()) == len(edge_tasks)
@@ -181,10 +205,15 @@ def test_fuzzed_messages_on_both_topics(fault_pipelines):
     rejected_kinds = sorted({edge_data_at[k].kind for k in edge_rejected})
     record_figures(
         "fuzz",
-        seed=SEED, task_msgs=len(task_msgs), data_msgs=len(data_msgs),
-        bad_tasks=len(bad_tasks), bad_data=len(bad_bars),
-        dlq_from_tasks=len(from_tasks), dlq_from_data=len(from_data),
-        bad_kinds=len(kinds), largest_msg_bytes=largest,
+        seed=SEED,
+        task_msgs=len(task_msgs),
+        data_msgs=len(data_msgs),
+        bad_tasks=len(bad_tasks),
+        bad_data=len(bad_bars),
+        dlq_from_tasks=len(from_tasks),
+        dlq_from_data=len(from_data),
+        bad_kinds=len(kinds),
+        largest_msg_bytes=largest,
         good_bars=tasks_exact.stored_bars + bars_exact.stored_bars,
         edge_valid=len(edge_tasks) + len(edge_bars),
         edge_dead_lettered=f"{len(edge_rejected)}({','.join(rejected_kinds) or '-'})",

@@ -56,8 +56,14 @@ def test_manager_killed_between_commit_and_publish(fault_pipelines, tmp_path):
 
     def run(start: str, end: str, die: str | None = None) -> subprocess.CompletedProcess:
         argv = [sys.executable, str(HERE / "manager_run.py"), start, end]
-        return subprocess.run(argv + (["--die", die] if die else []), cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        return subprocess.run(
+            argv + (["--die", die] if die else []),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
 
     agent, processor = pipe.start("agent"), pipe.start("processor")
     wait_log(agent, "assigned partitions")
@@ -76,8 +82,11 @@ def test_manager_killed_between_commit_and_publish(fault_pipelines, tmp_path):
         assert crashed.returncode == -9, out[-3000:]
         assert "manager_run: SIGKILL" in out
         with conn.cursor() as cur:
-            cur.execute("SELECT status, count(*) FROM tasks WHERE start_date >= %s "
-                        "AND end_date <= %s GROUP BY status", (start, end))
+            cur.execute(
+                "SELECT status, count(*) FROM tasks WHERE start_date >= %s "
+                "AND end_date <= %s GROUP BY status",
+                (start, end),
+            )
             # Committed before the crash, never marked published.
             assert dict(cur.fetchall()) == {"pending": len(tasks)}, die
 
@@ -88,19 +97,22 @@ def test_manager_killed_between_commit_and_publish(fault_pipelines, tmp_path):
         assert "tasks_emitted=0" in retried.stdout  # the retry planned nothing new
         if die == "after_delivery":
             agent = pipe.start("agent")
-        ids = [t for t, in _ids(conn, start, end)]
+        ids = [t for (t,) in _ids(conn, start, end)]
         assert len(ids) == len(tasks)
         pipe.wait_tasks(ids, timeout=120)
         retry_to_done.append(time.monotonic() - t_retry)
 
-        sent = Counter(msgspec.json.decode(m.value())["task_id"]
-                       for m in read_topic(s, s.tasks_topic))
+        sent = Counter(
+            msgspec.json.decode(m.value())["task_id"] for m in read_topic(s, s.tasks_topic)
+        )
         sent_per_scenario[die] = Counter(sent[i] for i in ids)
 
     exact = assert_exact(pipe, all_tasks)
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*), count(DISTINCT (symbol, start_date, end_date)), "
-                    "array_agg(DISTINCT status), array_agg(DISTINCT attempts) FROM tasks")
+        cur.execute(
+            "SELECT count(*), count(DISTINCT (symbol, start_date, end_date)), "
+            "array_agg(DISTINCT status), array_agg(DISTINCT attempts) FROM tasks"
+        )
         rows, ranges, statuses, attempts = cur.fetchone()
     conn.close()
     assert rows == ranges == len(all_tasks)
@@ -109,22 +121,28 @@ def test_manager_killed_between_commit_and_publish(fault_pipelines, tmp_path):
     # followed the delivery: the outbox is at-least-once, the effect above is exactly once.
     assert sent_per_scenario["before_publish"] == {1: len(_planned(*SCENARIOS[0][1:]))}
     assert sent_per_scenario["after_delivery"] == {2: len(_planned(*SCENARIOS[1][1:]))}
-    data = Counter((v["task_id"], v.get("chunk", 0)) for v in (
-        msgspec.json.decode(m.value()) for m in read_topic(s, s.data_topic)))
+    data = Counter(
+        (v["task_id"], v.get("chunk", 0))
+        for v in (msgspec.json.decode(m.value()) for m in read_topic(s, s.data_topic))
+    )
     for w in (agent, processor):
         assert w.proc.poll() is None
     record_figures(
         "manager_crash",
-        bars=exact.stored_bars, tasks=len(all_tasks),
+        bars=exact.stored_bars,
+        tasks=len(all_tasks),
         faults="2xSIGKILL(before_publish,after_delivery)+2 retried runs",
         tasks_sent_twice=sum(1 for c in sent_per_scenario["after_delivery"].elements() if c),
-        bar_msgs=sum(data.values()), dup_bar_msgs=sum(n - 1 for n in data.values()),
-        max_retry_to_done_s=max(retry_to_done), wall_s=time.monotonic() - t_begin,
+        bar_msgs=sum(data.values()),
+        dup_bar_msgs=sum(n - 1 for n in data.values()),
+        max_retry_to_done_s=max(retry_to_done),
+        wall_s=time.monotonic() - t_begin,
     )
 
 
 def _ids(conn, start: str, end: str) -> list[tuple[str]]:
     with conn.cursor() as cur:
-        cur.execute("SELECT task_id FROM tasks WHERE start_date >= %s AND end_date <= %s",
-                    (start, end))
+        cur.execute(
+            "SELECT task_id FROM tasks WHERE start_date >= %s AND end_date <= %s", (start, end)
+        )
         return cur.fetchall()

@@ -45,17 +45,18 @@ def test_database_restart_mid_backfill(scratch_postgres, fault_pipelines):
     wait_log(workers[1], "assigned [")
 
     per_wave = len(SYMBOLS)  # one wave: one year of every symbol
-    waves = [tasks[i:i + per_wave] for i in range(0, len(tasks), per_wave)]
+    waves = [tasks[i : i + per_wave] for i in range(0, len(tasks), per_wave)]
     ids: list[str] = []
     with ProgressSampler(pipe.settings) as progress:
         for wave in waves[:3]:
             ids += pipe.send_tasks(wave)
         # Stop while the third wave is being processed; the rest arrives during the outage.
-        progress.wait_bars(sum(len(src.fetch(*t)) for t in tasks[:2 * per_wave]),
-                           timeout=TIMEOUT_S)
+        progress.wait_bars(
+            sum(len(src.fetch(*t)) for t in tasks[: 2 * per_wave]), timeout=TIMEOUT_S
+        )
         bars_at_stop = progress.latest_bars()
         # The manager stored the later waves before the outage; they are published during it.
-        pipe.register_tasks([(contracts.make_task_id(*t), *t) for t in tasks[3 * per_wave:]])
+        pipe.register_tasks([(contracts.make_task_id(*t), *t) for t in tasks[3 * per_wave :]])
         t_stop = time.monotonic()
         cluster.stop(mode="immediate")
         for wave in waves[3:]:
@@ -77,8 +78,12 @@ def test_database_restart_mid_backfill(scratch_postgres, fault_pipelines):
     assert bars_at_stop < total
     record_figures(
         "postgres_restart",
-        bars=exact.stored_bars, tasks=len(ids), faults="1xpg_ctl-stop-immediate",
-        bars_before_fault=bars_at_stop, outage_s=t_up - t_stop, pg_start_s=start_s,
+        bars=exact.stored_bars,
+        tasks=len(ids),
+        faults="1xpg_ctl-stop-immediate",
+        bars_before_fault=bars_at_stop,
+        outage_s=t_up - t_stop,
+        pg_start_s=start_s,
         processor_retries=retries,
         first_row_after_fault_s=progress.first_progress_after(t_stop) or -1.0,
         first_row_after_db_up_s=progress.first_progress_after(t_up) or -1.0,

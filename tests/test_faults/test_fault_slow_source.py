@@ -39,9 +39,13 @@ def test_fetch_slower_than_max_poll_interval(fault_pipelines, tmp_path):
     pipe = fault_pipelines()
     markers = tmp_path / "markers"
     markers.mkdir()
-    env = {"FAULT_SLOW_SYMBOLS": "SLW00", "FAULT_SLOW_SECONDS": str(SLOW_S),
-           "FAULT_MARKER_DIR": str(markers), "FINPIPE_KAFKA_MAX_POLL_INTERVAL_MS": str(MAX_POLL_MS),
-           "FINPIPE_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_MS)}
+    env = {
+        "FAULT_SLOW_SYMBOLS": "SLW00",
+        "FAULT_SLOW_SECONDS": str(SLOW_S),
+        "FAULT_MARKER_DIR": str(markers),
+        "FINPIPE_KAFKA_MAX_POLL_INTERVAL_MS": str(MAX_POLL_MS),
+        "FINPIPE_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_MS),
+    }
     agents = [start_script(pipe, "slow_agent.py", "agent", **env) for _ in range(2)]
     processor = pipe.start("processor")
     for a in agents:
@@ -72,13 +76,16 @@ def test_fetch_slower_than_max_poll_interval(fault_pipelines, tmp_path):
     rebalances = _moves(agents) - assigned_before
     record_figures(
         "slow_fetch_over_max_poll",
-        bars=exact.stored_bars, tasks=len(ids),
+        bars=exact.stored_bars,
+        tasks=len(ids),
         faults=f"1 fetch of {SLOW_S:.0f}s > max.poll.interval {MAX_POLL_MS / 1000:.0f}s",
         left_group_on_max_poll=log_count(agents, "leaving group"),
         partition_moves_after_fault=rebalances,
         aborted_txns=log_count(agents, "transaction aborted"),
-        bar_msgs=messages, dup_bar_msgs=dups,
-        slow_start_to_all_done_s=t_done - t_slow, wall_s=time.monotonic() - t_begin,
+        bar_msgs=messages,
+        dup_bar_msgs=dups,
+        slow_start_to_all_done_s=t_done - t_slow,
+        wall_s=time.monotonic() - t_begin,
     )
     # The fault happened: the slow agent overran max.poll.interval.ms and left the group,
     # its open transaction was aborted and its partitions moved to the other agent...
@@ -102,8 +109,12 @@ def test_backoff_wait_keeps_tasks_of_partitions_assigned_meanwhile(fault_pipelin
     markers.mkdir()
     # Unavailable for 14 s, retried every 8 s: attempts at 0 and 8 fail, 16 succeeds. The
     # partitions taken over during the first wait are not paused until the second one.
-    env = {"FAULT_UNAVAILABLE_SYMBOLS": "UNV00", "FAULT_UNAVAILABLE_SECONDS": "14",
-           "FAULT_BACKOFF_SECONDS": "8", "FAULT_MARKER_DIR": str(markers)}
+    env = {
+        "FAULT_UNAVAILABLE_SYMBOLS": "UNV00",
+        "FAULT_UNAVAILABLE_SECONDS": "14",
+        "FAULT_BACKOFF_SECONDS": "8",
+        "FAULT_MARKER_DIR": str(markers),
+    }
     agents = [start_script(pipe, "slow_agent.py", "agent", **env) for _ in range(2)]
     processor = pipe.start("processor")
     for a in agents:
@@ -136,13 +147,16 @@ def test_backoff_wait_keeps_tasks_of_partitions_assigned_meanwhile(fault_pipelin
     finally:
         conn = pipe.connect()
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM tasks WHERE task_id = ANY(%s) AND status = 'done'",
-                        (ids,))
+            cur.execute(
+                "SELECT count(*) FROM tasks WHERE task_id = ANY(%s) AND status = 'done'", (ids,)
+            )
             lost = len(ids) - cur.fetchone()[0]
         conn.close()
         record_figures(
             "backoff_wait_while_rebalanced",
-            tasks=len(ids), faults="source unavailable 14s + 1 agent leaves during the wait",
-            tasks_lost=lost, wall_s=time.monotonic() - t_begin,
+            tasks=len(ids),
+            faults="source unavailable 14s + 1 agent leaves during the wait",
+            tasks_lost=lost,
+            wall_s=time.monotonic() - t_begin,
         )
     assert_exact(pipe, [("UNV00", D(2012, 1, 1), D(2012, 12, 31)), *first, *second])

@@ -24,8 +24,12 @@ pytestmark = pytest.mark.integration
 
 def finpipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "finpipe.cli", *args], cwd=paths.REPO_ROOT, text=True,
-        capture_output=True, timeout=120, env={**os.environ, "COLUMNS": "200", **(env or {})},
+        [sys.executable, "-m", "finpipe.cli", *args],
+        cwd=paths.REPO_ROOT,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
 
@@ -38,10 +42,15 @@ def private_db(pipeline_factory):
 
 def _store(conn, symbol: str) -> None:
     start, end = dt.date(2013, 1, 1), dt.date(2013, 12, 31)
-    task = contracts.FetchTask(schema_version=1, task_id=f"t-{symbol}", symbol=symbol,
-                               start=start, end=end)
-    messages = [InputMessage("t", 0, i, symbol.encode(), contracts.encode(m)) for i, m in
-                enumerate(chunk_messages(task, SyntheticSource().fetch(symbol, start, end), 100))]
+    task = contracts.FetchTask(
+        schema_version=1, task_id=f"t-{symbol}", symbol=symbol, start=start, end=end
+    )
+    messages = [
+        InputMessage("t", 0, i, symbol.encode(), contracts.encode(m))
+        for i, m in enumerate(
+            chunk_messages(task, SyntheticSource().fetch(symbol, start, end), 100)
+        )
+    ]
     BatchWriter(conn, "cli-test", 900_000).apply(messages)
 
 
@@ -92,8 +101,12 @@ def test_symbols_add_remove_edit_the_universe_file(private_db, tmp_path):
     _, env = private_db
     universe = tmp_path / "universe.csv"
     env = {**env, "FINPIPE_UNIVERSE": str(universe)}
-    assert finpipe("symbols", "export", str(universe), env={**env,
-                   "FINPIPE_UNIVERSE": "sample"}).returncode == 0
+    assert (
+        finpipe(
+            "symbols", "export", str(universe), env={**env, "FINPIPE_UNIVERSE": "sample"}
+        ).returncode
+        == 0
+    )
     added = finpipe("symbols", "add", "NVDA", "--name", "NVIDIA", env=env)
     assert added.returncode == 0, added.stdout + added.stderr
     assert "NVDA,NVIDIA" in universe.read_text()
@@ -114,8 +127,11 @@ def test_builtin_universe_cannot_be_edited_in_place(private_db):
 
 def test_errors_say_what_to_run_when_the_stack_is_down(tmp_path):
     # Ports where nothing listens: the stack of this state dir is "down".
-    env = {"FINPIPE_PG_PORT": "1", "FINPIPE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
-           "FINPIPE_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        "FINPIPE_PG_PORT": "1",
+        "FINPIPE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "FINPIPE_STATE_DIR": str(tmp_path / "state"),
+    }
     status = finpipe("status", env=env)
     assert status.returncode == 1
     assert "PostgreSQL is not running. Start the stack: finpipe up" in status.stdout
@@ -131,21 +147,26 @@ def _dead_letter(pipe, symbol: str, offset: int) -> None:
     """A dead letter as the processor writes it: the DLQ record, its row, the symbol parked."""
     s = pipe.settings
     start, end = dt.date(2014, 1, 1), dt.date(2014, 12, 31)
-    task = contracts.FetchTask(schema_version=1, task_id=f"t-{symbol}", symbol=symbol,
-                               start=start, end=end)
+    task = contracts.FetchTask(
+        schema_version=1, task_id=f"t-{symbol}", symbol=symbol, start=start, end=end
+    )
     (message,) = chunk_messages(task, SyntheticSource().fetch(symbol, start, end), 1000)
     value = contracts.encode(message)
     error = RuntimeError("a processor bug, fixed since")
     conn = pipe.connect()
     conn.autocommit = False
-    BatchWriter(conn, s.processor_group, s.max_message_bytes, record_offsets=False
-                ).dead_letter_only(InputMessage(s.data_topic, 0, offset, symbol.encode(), value),
-                                   error)
+    BatchWriter(
+        conn, s.processor_group, s.max_message_bytes, record_offsets=False
+    ).dead_letter_only(InputMessage(s.data_topic, 0, offset, symbol.encode(), value), error)
     conn.commit()
     conn.close()
     producer = Producer(producer_config(s))
-    producer.produce(s.dlq_topic, key=symbol.encode(), value=value,
-                     headers=contracts.dlq_headers(s.data_topic, 0, offset, error))
+    producer.produce(
+        s.dlq_topic,
+        key=symbol.encode(),
+        value=value,
+        headers=contracts.dlq_headers(s.data_topic, 0, offset, error),
+    )
     assert producer.flush(30) == 0
 
 

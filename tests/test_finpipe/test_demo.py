@@ -24,7 +24,11 @@ DEMO_SYMBOLS = ["AAPL", "FB", "GOOG", "IBM", "MSFT"]
 def _run_demo(env: dict[str, str], out) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "finpipe.cli", "demo", "--out", str(out)],
-        cwd=paths.REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=paths.REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout

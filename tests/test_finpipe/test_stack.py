@@ -30,8 +30,9 @@ ORDER BY 1, 2
 def _schema(settings: Settings) -> list[tuple[str, str]]:
     with connection(settings) as conn, conn.cursor() as cur:
         cur.execute(SCHEMA_QUERY)
-        return [row for row in cur.fetchall() if "_yoyo" not in row[1]
-                and "yoyo_lock" not in row[1]]
+        return [
+            row for row in cur.fetchall() if "_yoyo" not in row[1] and "yoyo_lock" not in row[1]
+        ]
 
 
 def test_second_up_changes_nothing(local_stack: Settings):
@@ -52,8 +53,11 @@ def scratch_database(local_stack: Settings):
     name = f"scratch_{uuid.uuid4().hex[:8]}"
     admin = PostgresCluster(local_stack).admin_connection()
     with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(name), sql.Identifier(local_stack.pg_user)))
+        cur.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(local_stack.pg_user)
+            )
+        )
     yield local_stack.model_copy(update={"pg_database": name})
     with admin.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

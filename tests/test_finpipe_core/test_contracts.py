@@ -130,8 +130,20 @@ class TestBarBatch:
         assert names in str(err.value)
 
     def test_no_data_result_needs_reason_and_no_bars(self) -> None:
-        empty = {k: [] for k in ("dates", "open", "high", "low", "close", "adj_close",
-                                 "volume", "dividends", "splits")}
+        empty = {
+            k: []
+            for k in (
+                "dates",
+                "open",
+                "high",
+                "low",
+                "close",
+                "adj_close",
+                "volume",
+                "dividends",
+                "splits",
+            )
+        }
         ok = decode_bars(_json(_with(GOOD_BARS, status="no_data", reason="delisted", **empty)))
         assert ok.status == "no_data"
         with pytest.raises(ContractError, match="needs a reason"):
@@ -184,5 +196,13 @@ def test_task_id_is_deterministic_and_range_specific() -> None:
     assert a == contracts.make_task_id("AAPL", dt.date(2024, 1, 2), dt.date(2024, 1, 31))
     assert a != contracts.make_task_id("AAPL", dt.date(2024, 1, 2), dt.date(2024, 2, 1))
     assert a != contracts.make_task_id("MSFT", dt.date(2024, 1, 2), dt.date(2024, 1, 31))
-    assert FetchTask(schema_version=1, task_id=a, symbol="AAPL", start=dt.date(2024, 1, 2),
-                     end=dt.date(2024, 1, 31)).task_id == a
+    assert (
+        FetchTask(
+            schema_version=1,
+            task_id=a,
+            symbol="AAPL",
+            start=dt.date(2024, 1, 2),
+            end=dt.date(2024, 1, 31),
+        ).task_id
+        == a
+    )

@@ -223,9 +223,7 @@ class TestSchedule:
         assert result.partition_key == expected
         assert result.run_key == f"stock_tasks:{expected}"
         # The daily run also requests the revision window (corrections).
-        assert result.run_config == {
-            "ops": {"stock_tasks": {"config": {"revision_window": True}}}
-        }
+        assert result.run_config == {"ops": {"stock_tasks": {"config": {"revision_window": True}}}}
         # The partition exists at tick time, so the daemon accepts the request.
         assert expected in trading_day_partitions.get_partition_keys(current_time=at)
 

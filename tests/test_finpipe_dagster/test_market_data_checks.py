@@ -48,9 +48,7 @@ def _insert(
     """Indicator rows as the processor writes them: NaN before each column's warm-up ends."""
     columns = list(INDICATOR_COLUMNS)
     rows = [
-        (symbol, day, *(
-            math.nan if warmup and i < LOOKBACK[c] else value for c in columns
-        ))
+        (symbol, day, *(math.nan if warmup and i < LOOKBACK[c] else value for c in columns))
         for i, day in enumerate(days)
     ]
     with conn, conn.cursor() as cur:
@@ -81,8 +79,11 @@ class TestIndicatorChecks:
         result = defs.resolve_job_def("market_data_checks_job").execute_in_process()
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name for e in evaluations} == {
-            "no_calendar_gaps", "rsi_in_range", "no_nan_after_warmup",
-            "symbols_healthy", *quality.CHECKS,
+            "no_calendar_gaps",
+            "rsi_in_range",
+            "no_nan_after_warmup",
+            "symbols_healthy",
+            *quality.CHECKS,
         }
         assert all(e.passed for e in evaluations)
 
@@ -152,10 +153,13 @@ class TestHealth:
     ) -> None:
         manager = ManagerResource()
         assert symbols_healthy(postgres=postgres, manager=manager).passed
-        _set(sample_db, "UPDATE tasks SET status = 'failed', error = 'HTTP 404' "
-             "WHERE symbol = 'IBM'")
-        _set(sample_db, "UPDATE symbol_state SET status = 'parked', error = 'bad bar' "
-             "WHERE symbol = 'MSFT'")
+        _set(
+            sample_db, "UPDATE tasks SET status = 'failed', error = 'HTTP 404' WHERE symbol = 'IBM'"
+        )
+        _set(
+            sample_db,
+            "UPDATE symbol_state SET status = 'parked', error = 'bad bar' WHERE symbol = 'MSFT'",
+        )
         result = symbols_healthy(postgres=postgres, manager=manager)
         assert not result.passed
         assert result.metadata["failed_tasks"].value == 1
@@ -189,8 +193,10 @@ class TestHealth:
         assert healthy.check_name == "symbols_healthy" and healthy.passed
         second = tick(first.cursor)
         assert second.asset_events == []
-        _set(sample_db, "UPDATE symbol_state SET status = 'failed', error = 'delisted' "
-             "WHERE symbol = 'FB'")
+        _set(
+            sample_db,
+            "UPDATE symbol_state SET status = 'failed', error = 'delisted' WHERE symbol = 'FB'",
+        )
         third = tick(second.cursor)
         [unhealthy] = third.asset_events
         assert not unhealthy.passed

@@ -27,12 +27,14 @@ def test_report_lists_each_symbol_with_its_latest_values(clean_db, local_stack):
     start, end = dt.date(2012, 1, 1), dt.date(2012, 12, 31)
     messages = []
     for symbol in symbols:
-        task = contracts.FetchTask(schema_version=1, task_id=f"t-{symbol}", symbol=symbol,
-                                   start=start, end=end)
+        task = contracts.FetchTask(
+            schema_version=1, task_id=f"t-{symbol}", symbol=symbol, start=start, end=end
+        )
         bars = SyntheticSource().fetch(symbol, start, end)
         for m in chunk_messages(task, bars, 1000):
-            messages.append(InputMessage("t", 0, len(messages), symbol.encode(),
-                                         contracts.encode(m)))
+            messages.append(
+                InputMessage("t", 0, len(messages), symbol.encode(), contracts.encode(m))
+            )
     BatchWriter(clean_db, "report-test", 900_000).apply(messages)
     clean_db.commit()
 
@@ -43,9 +45,11 @@ def test_report_lists_each_symbol_with_its_latest_values(clean_db, local_stack):
     table = metadata["summary"].value
     with clean_db.cursor() as cur:
         for symbol in symbols:
-            cur.execute("SELECT p.close, i.rsi_14 FROM prices p JOIN indicators i "
-                        "USING (symbol, date) WHERE symbol = %s ORDER BY date DESC LIMIT 1",
-                        (symbol,))
+            cur.execute(
+                "SELECT p.close, i.rsi_14 FROM prices p JOIN indicators i "
+                "USING (symbol, date) WHERE symbol = %s ORDER BY date DESC LIMIT 1",
+                (symbol,),
+            )
             close, rsi = cur.fetchone()
             row = next(line for line in table.splitlines() if line.startswith(f"| {symbol} |"))
             assert f"{close:,.2f}" in row and f"{rsi:,.2f}" in row

@@ -44,12 +44,18 @@ class TestPlanning:
         ("ranges", "expected"),
         [
             ([], []),
-            ([(D(2010, 1, 5), D(2010, 1, 8)), (D(2010, 1, 1), D(2010, 1, 4))],
-             [(D(2010, 1, 1), D(2010, 1, 8))]),
-            ([(D(2010, 1, 1), D(2010, 1, 3)), (D(2010, 1, 5), D(2010, 1, 6))],
-             [(D(2010, 1, 1), D(2010, 1, 3)), (D(2010, 1, 5), D(2010, 1, 6))]),
-            ([(D(2010, 1, 1), D(2010, 1, 31)), (D(2010, 1, 5), D(2010, 1, 6))],
-             [(D(2010, 1, 1), D(2010, 1, 31))]),
+            (
+                [(D(2010, 1, 5), D(2010, 1, 8)), (D(2010, 1, 1), D(2010, 1, 4))],
+                [(D(2010, 1, 1), D(2010, 1, 8))],
+            ),
+            (
+                [(D(2010, 1, 1), D(2010, 1, 3)), (D(2010, 1, 5), D(2010, 1, 6))],
+                [(D(2010, 1, 1), D(2010, 1, 3)), (D(2010, 1, 5), D(2010, 1, 6))],
+            ),
+            (
+                [(D(2010, 1, 1), D(2010, 1, 31)), (D(2010, 1, 5), D(2010, 1, 6))],
+                [(D(2010, 1, 1), D(2010, 1, 31))],
+            ),
         ],
     )
     def test_merge_ranges(self, ranges: list, expected: list) -> None:
@@ -61,10 +67,14 @@ class TestPlanning:
             ([], [(D(2010, 3, 1), D(2010, 3, 31))]),
             ([(D(2010, 3, 1), D(2010, 3, 31))], []),
             ([(D(2000, 1, 1), D(2020, 1, 1))], []),
-            ([(D(2010, 3, 10), D(2010, 3, 12))],
-             [(D(2010, 3, 1), D(2010, 3, 9)), (D(2010, 3, 13), D(2010, 3, 31))]),
-            ([(D(2010, 2, 1), D(2010, 3, 5)), (D(2010, 3, 20), D(2010, 4, 30))],
-             [(D(2010, 3, 6), D(2010, 3, 19))]),
+            (
+                [(D(2010, 3, 10), D(2010, 3, 12))],
+                [(D(2010, 3, 1), D(2010, 3, 9)), (D(2010, 3, 13), D(2010, 3, 31))],
+            ),
+            (
+                [(D(2010, 2, 1), D(2010, 3, 5)), (D(2010, 3, 20), D(2010, 4, 30))],
+                [(D(2010, 3, 6), D(2010, 3, 19))],
+            ),
         ],
     )
     def test_uncovered_ranges(self, covered: list, expected: list) -> None:
@@ -94,9 +104,9 @@ class TestPlanning:
         sessions = trading_days(D(2010, 3, 1), D(2010, 3, 5))
         covered = [(D(2010, 3, 1), D(2010, 3, 5))]
         assert plan_symbol_ranges(sessions, D(2010, 3, 1), D(2010, 3, 5), covered) == []
-        assert plan_symbol_ranges(
-            sessions, D(2010, 3, 1), D(2010, 3, 5), covered, force=True
-        ) == [(D(2010, 3, 1), D(2010, 3, 5))]
+        assert plan_symbol_ranges(sessions, D(2010, 3, 1), D(2010, 3, 5), covered, force=True) == [
+            (D(2010, 3, 1), D(2010, 3, 5))
+        ]
 
 
 @pytest.fixture
@@ -123,9 +133,9 @@ class TestEnqueue:
         tasks = enqueue_tasks(sample_db, SAMPLE, D(2010, 3, 1), D(2010, 3, 12), requested_by="r1")
         assert _ranges(tasks) == {(s, D(2010, 3, 1), D(2010, 3, 12)) for s in SAMPLE}
         assert all(t.task_id == make_task_id(t.symbol, t.start, t.end) for t in tasks)
-        assert enqueue_tasks(
-            sample_db, SAMPLE, D(2010, 3, 1), D(2010, 3, 12), requested_by="r2"
-        ) == []
+        assert (
+            enqueue_tasks(sample_db, SAMPLE, D(2010, 3, 1), D(2010, 3, 12), requested_by="r2") == []
+        )
         state = _rows(
             sample_db,
             "SELECT symbol, first_requested_date, last_requested_date FROM symbol_state "
@@ -137,14 +147,10 @@ class TestEnqueue:
         self, sample_db: psycopg2.extensions.connection
     ) -> None:
         enqueue_tasks(sample_db, SAMPLE, D(2010, 3, 1), D(2010, 3, 12), requested_by="r1")
-        older = enqueue_tasks(
-            sample_db, SAMPLE, D(2010, 2, 1), D(2010, 3, 5), requested_by="r2"
-        )
+        older = enqueue_tasks(sample_db, SAMPLE, D(2010, 2, 1), D(2010, 3, 5), requested_by="r2")
         # 2010-02-15 is Presidents' Day; Feb 26 is the last session before the covered range.
         assert _ranges(older) == {(s, D(2010, 2, 1), D(2010, 2, 26)) for s in SAMPLE}
-        later = enqueue_tasks(
-            sample_db, SAMPLE, D(2010, 3, 10), D(2010, 3, 21), requested_by="r3"
-        )
+        later = enqueue_tasks(sample_db, SAMPLE, D(2010, 3, 10), D(2010, 3, 21), requested_by="r3")
         assert _ranges(later) == {(s, D(2010, 3, 15), D(2010, 3, 19)) for s in SAMPLE}
         state = _rows(
             sample_db,
@@ -155,9 +161,10 @@ class TestEnqueue:
     def test_range_without_sessions_emits_nothing(
         self, sample_db: psycopg2.extensions.connection
     ) -> None:
-        assert enqueue_tasks(
-            sample_db, SAMPLE, D(2010, 3, 6), D(2010, 3, 7), requested_by="weekend"
-        ) == []
+        assert (
+            enqueue_tasks(sample_db, SAMPLE, D(2010, 3, 6), D(2010, 3, 7), requested_by="weekend")
+            == []
+        )
 
     def test_failed_tasks_do_not_cover_and_are_revived(
         self, sample_db: psycopg2.extensions.connection
@@ -187,7 +194,11 @@ class TestEnqueue:
 
     def test_bounded_tasks(self, sample_db: psycopg2.extensions.connection) -> None:
         tasks = enqueue_tasks(
-            sample_db, ["AAPL"], D(2000, 1, 3), D(2013, 12, 31), requested_by="big",
+            sample_db,
+            ["AAPL"],
+            D(2000, 1, 3),
+            D(2013, 12, 31),
+            requested_by="big",
             max_sessions=252,
         )
         assert len(tasks) == 14
@@ -266,9 +277,7 @@ class TestPublish:
         assert sorted(read_topic(topic), key=lambda t: t.task_id) == sorted(
             report.tasks, key=lambda t: t.task_id
         )
-        assert _rows(sample_db, "SELECT DISTINCT status, attempts FROM tasks") == [
-            ("published", 1)
-        ]
+        assert _rows(sample_db, "SELECT DISTINCT status, attempts FROM tasks") == [("published", 1)]
         again = emit_tasks(
             sample_db, producer, topic, SAMPLE, D(2010, 3, 1), D(2010, 3, 5), requested_by="r2"
         )
@@ -286,8 +295,14 @@ class TestPublish:
         producer = make_producer(local_stack)
         with pytest.raises(InjectedCrashError):
             emit_tasks(
-                sample_db, producer, topic, SAMPLE, D(2010, 3, 1), D(2010, 3, 5),
-                requested_by="crashed", before_publish=crash,
+                sample_db,
+                producer,
+                topic,
+                SAMPLE,
+                D(2010, 3, 1),
+                D(2010, 3, 5),
+                requested_by="crashed",
+                before_publish=crash,
             )
         assert _rows(sample_db, "SELECT DISTINCT status FROM tasks") == [("pending",)]
         assert read_topic(topic) == []
@@ -323,8 +338,9 @@ class TestPublish:
     ) -> None:
         topic = topic_factory("outbox")
         producer = make_producer(local_stack)
-        emit_tasks(sample_db, producer, topic, SAMPLE, D(2010, 3, 1), D(2010, 3, 5),
-                   requested_by="r")
+        emit_tasks(
+            sample_db, producer, topic, SAMPLE, D(2010, 3, 1), D(2010, 3, 5), requested_by="r"
+        )
         hour = dt.timedelta(hours=1)
         assert republish_stale(sample_db, producer, topic, older_than=hour).published == []
         _rows(
@@ -341,8 +357,12 @@ class TestPublish:
         assert republish_stale(sample_db, producer, topic, older_than=hour).published == []
         assert [t.symbol for t in read_topic(topic)].count("AAPL") == 2
         # A task published max_attempts times is left alone (the health check reports it).
-        _rows(sample_db, "UPDATE tasks SET published_at = now() - interval '3 hours' "
-              "WHERE symbol = 'AAPL' RETURNING 1")
-        assert republish_stale(
-            sample_db, producer, topic, older_than=hour, max_attempts=2
-        ).published == []
+        _rows(
+            sample_db,
+            "UPDATE tasks SET published_at = now() - interval '3 hours' "
+            "WHERE symbol = 'AAPL' RETURNING 1",
+        )
+        assert (
+            republish_stale(sample_db, producer, topic, older_than=hour, max_attempts=2).published
+            == []
+        )

@@ -61,7 +61,8 @@ class TestLoad:
         path = tmp_path / "u.csv"
         path.write_text('symbol,name\nBRK-B,"Berkshire, B"\n^GSPC,S&P 500\n')
         assert load_universe(str(path)) == [
-            UniverseEntry("BRK-B", "Berkshire, B"), UniverseEntry("^GSPC", "S&P 500"),
+            UniverseEntry("BRK-B", "Berkshire, B"),
+            UniverseEntry("^GSPC", "S&P 500"),
         ]
 
     def test_missing_file(self, tmp_path: Path) -> None:
@@ -93,9 +94,7 @@ class TestLoad:
 
 @pytest.mark.integration
 class TestSync:
-    def test_sync_upserts_and_deactivates(
-        self, clean_db: psycopg2.extensions.connection
-    ) -> None:
+    def test_sync_upserts_and_deactivates(self, clean_db: psycopg2.extensions.connection) -> None:
         sync_universe(clean_db, load_universe("default"))
         result = sync_universe(clean_db, load_universe("sample"))
         assert result.active == 5
@@ -123,10 +122,12 @@ class TestSync:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         path = tmp_path / "universe.csv"
-        path.write_text("symbol,name\nAAPL,Apple\n\"A'; DROP TABLE x;--\",Evil\n")
+        path.write_text('symbol,name\nAAPL,Apple\n"A\'; DROP TABLE x;--",Evil\n')
         monkeypatch.setenv("FINPIPE_UNIVERSE", str(path))
         result = dg.materialize(
-            [stock_tasks], partition_key="2010-03-03", resources=default_resources(),
+            [stock_tasks],
+            partition_key="2010-03-03",
+            resources=default_resources(),
             raise_on_error=False,
         )
         assert not result.success

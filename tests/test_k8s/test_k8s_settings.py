@@ -84,8 +84,9 @@ def test_configmap_keys_are_settings_env_vars(configmap, code_settings: Settings
 
 def test_no_local_stack_setting_reaches_the_pods(rendered, configmap) -> None:
     """A pod reads the shared settings only: no state dir, broker heap or local ports."""
-    stack_only = {StackSettings.model_construct().env_var_names()[f]
-                  for f in StackSettings.stack_fields()}
+    stack_only = {
+        StackSettings.model_construct().env_var_names()[f] for f in StackSettings.stack_fields()
+    }
     assert stack_only and not stack_only & set(configmap)
     for sts in of_kind(rendered, "StatefulSet").values():
         for c in containers(sts):

@@ -77,13 +77,15 @@ class SaslBroker:
 
     def settings_for(self, base: Settings, kind: str) -> Settings:
         """``base`` pointed at this broker as user ``kind``."""
-        return base.model_copy(update={
-            "kafka_bootstrap_servers": self.bootstrap,
-            "kafka_security_protocol": "SASL_PLAINTEXT",
-            "kafka_sasl_mechanism": kafka_nodes.SASL_MECHANISM,
-            "kafka_sasl_username": self.user(kind),
-            "kafka_sasl_password": SecretStr(self.users[kind]),
-        })
+        return base.model_copy(
+            update={
+                "kafka_bootstrap_servers": self.bootstrap,
+                "kafka_security_protocol": "SASL_PLAINTEXT",
+                "kafka_sasl_mechanism": kafka_nodes.SASL_MECHANISM,
+                "kafka_sasl_username": self.user(kind),
+                "kafka_sasl_password": SecretStr(self.users[kind]),
+            }
+        )
 
     def create_topics(self, names: list[str], partitions: int = 3) -> None:
         admin = AdminClient(self.admin)
@@ -132,8 +134,9 @@ class SecureDatabase:
         user, password = self.logins[kind]
         return {"FINPIPE_PG_USER": user, "FINPIPE_PG_PASSWORD": password}
 
-    def connect(self, kind: str = "owner", autocommit: bool = False
-                ) -> psycopg2.extensions.connection:
+    def connect(
+        self, kind: str = "owner", autocommit: bool = False
+    ) -> psycopg2.extensions.connection:
         settings = self.owner_settings if kind == "owner" else self.settings_for(kind)
         conn = psycopg2.connect(**settings.pg_connect_kwargs(), connect_timeout=10)
         conn.autocommit = autocommit
@@ -163,29 +166,41 @@ def secure_db(local_stack: Settings) -> Iterator[SecureDatabase]:
     db: SecureDatabase | None = None
     try:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(database), sql.Identifier(local_stack.pg_user)))
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(local_stack.pg_user)
+                )
+            )
         owner = local_stack.model_copy(update={"pg_database": database})
         apply_migrations(owner)
         with admin.cursor() as cur:
             for kind, (user, password) in logins.items():
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s IN ROLE {}").format(
-                    sql.Identifier(user), sql.Identifier(GROUP_ROLES[kind])), (password,))
+                cur.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s IN ROLE {}").format(
+                        sql.Identifier(user), sql.Identifier(GROUP_ROLES[kind])
+                    ),
+                    (password,),
+                )
                 created_roles.append(user)
                 if GROUP_ROLES[kind] == "finpipe_agent":
                     # pyrate-limiter names its tables unqualified: agents find theirs in the
                     # budget schema (docs/security.md).
-                    cur.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}")
-                                .format(sql.Identifier(user), sql.Identifier(database),
-                                        sql.Identifier(RATELIMIT_SCHEMA)))
+                    cur.execute(
+                        sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(
+                            sql.Identifier(user),
+                            sql.Identifier(database),
+                            sql.Identifier(RATELIMIT_SCHEMA),
+                        )
+                    )
         db = SecureDatabase(owner, logins)
         yield db
     finally:
         if db is not None:
             db.close()
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(database)))
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
             for user in created_roles:
                 cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
         admin.close()

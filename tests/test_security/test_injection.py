@@ -64,26 +64,61 @@ D = dt.date
 
 
 def _task_json(symbol: str) -> bytes:
-    return json.dumps({"schema_version": 1, "task_id": "t1", "symbol": symbol,
-                       "start": "2020-01-02", "end": "2020-01-31"}).encode()
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "task_id": "t1",
+            "symbol": symbol,
+            "start": "2020-01-02",
+            "end": "2020-01-31",
+        }
+    ).encode()
 
 
 def _bars_json(symbol: str) -> bytes:
-    return json.dumps({
-        "schema_version": 1, "task_id": "t1", "symbol": symbol, "start": "2020-01-02",
-        "end": "2020-01-03", "status": "ok", "source": "test", "dates": ["2020-01-02"],
-        "open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5], "adj_close": [1.5],
-        "volume": [10.0], "dividends": [0.0], "splits": [0.0],
-    }).encode()
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "task_id": "t1",
+            "symbol": symbol,
+            "start": "2020-01-02",
+            "end": "2020-01-03",
+            "status": "ok",
+            "source": "test",
+            "dates": ["2020-01-02"],
+            "open": [1.0],
+            "high": [2.0],
+            "low": [0.5],
+            "close": [1.5],
+            "adj_close": [1.5],
+            "volume": [10.0],
+            "dividends": [0.0],
+            "splits": [0.0],
+        }
+    ).encode()
 
 
 def _valid_bars(symbol: str) -> bytes:
-    return contracts.encode(BarBatch(
-        schema_version=1, task_id=f"t-{symbol}", symbol=symbol, start=D(2020, 1, 2),
-        end=D(2020, 1, 3), status="ok", source="test", dates=[D(2020, 1, 2)], open=[1.0],
-        high=[2.0], low=[0.5], close=[1.5], adj_close=[1.5], volume=[10.0], dividends=[0.0],
-        splits=[0.0],
-    ))
+    return contracts.encode(
+        BarBatch(
+            schema_version=1,
+            task_id=f"t-{symbol}",
+            symbol=symbol,
+            start=D(2020, 1, 2),
+            end=D(2020, 1, 3),
+            status="ok",
+            source="test",
+            dates=[D(2020, 1, 2)],
+            open=[1.0],
+            high=[2.0],
+            low=[0.5],
+            close=[1.5],
+            adj_close=[1.5],
+            volume=[10.0],
+            dividends=[0.0],
+            splits=[0.0],
+        )
+    )
 
 
 # --- contracts -------------------------------------------------------------------------------
@@ -126,16 +161,32 @@ def test_validate_symbol_refuses_a_trailing_newline() -> None:
 def test_injection_in_other_task_fields_is_only_data() -> None:
     """task_id and requested_by are free text bounded in length: they only ever travel as
     JSON values and SQL parameters, never into SQL text or paths."""
-    task = contracts.decode_task(json.dumps({
-        "schema_version": 1, "task_id": "x');DROP/**/TABLE/**/tasks;--", "symbol": "AAPL",
-        "start": "2020-01-02", "end": "2020-01-03", "requested_by": "$(reboot)",
-    }).encode())
+    task = contracts.decode_task(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "task_id": "x');DROP/**/TABLE/**/tasks;--",
+                "symbol": "AAPL",
+                "start": "2020-01-02",
+                "end": "2020-01-03",
+                "requested_by": "$(reboot)",
+            }
+        ).encode()
+    )
     assert isinstance(task, FetchTask) and task.symbol == "AAPL"
     for bad_id in ("x" * 101, "with space", "nul\x00byte", "line\nbreak"):
         with pytest.raises(ContractError, match="task_id"):
-            contracts.decode_task(json.dumps({
-                "schema_version": 1, "task_id": bad_id, "symbol": "AAPL",
-                "start": "2020-01-02", "end": "2020-01-03"}).encode())
+            contracts.decode_task(
+                json.dumps(
+                    {
+                        "schema_version": 1,
+                        "task_id": bad_id,
+                        "symbol": "AAPL",
+                        "start": "2020-01-02",
+                        "end": "2020-01-03",
+                    }
+                ).encode()
+            )
 
 
 # --- universe file ---------------------------------------------------------------------------
@@ -143,8 +194,11 @@ def _csv_field(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-@pytest.mark.parametrize(("name", "symbol"), [*CASES, ("trailing newline", TRAILING_NEWLINE)],
-                         ids=[*IDS, "trailing newline"])
+@pytest.mark.parametrize(
+    ("name", "symbol"),
+    [*CASES, ("trailing newline", TRAILING_NEWLINE)],
+    ids=[*IDS, "trailing newline"],
+)
 def test_universe_file_refuses_symbol_with_file_and_line(name: str, symbol: str) -> None:
     text = f"symbol,name\nMSFT,Microsoft\n{_csv_field(symbol)},Evil\n"
     with pytest.raises(UniverseError, match=r"universe\.csv:\d+: invalid symbol"):
@@ -159,15 +213,19 @@ def test_universe_file_refuses_unusable_names(name: str) -> None:
 
 def test_universe_names_with_sql_are_kept_as_text() -> None:
     """A printable name is data: stored through parameters, never interpreted."""
-    [entry] = parse_universe("symbol,name\nMSFT,\"Robert'); DROP TABLE symbols;--\"\n")
+    [entry] = parse_universe('symbol,name\nMSFT,"Robert\'); DROP TABLE symbols;--"\n')
     assert entry.name == "Robert'); DROP TABLE symbols;--"
 
 
 # --- sources ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "symbol"), [*CASES, ("trailing newline", TRAILING_NEWLINE)],
-                         ids=[*IDS, "trailing newline"])
-def test_csv_source_refuses_symbol_before_touching_files(tmp_path: Path, name: str,
-                                                         symbol: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "symbol"),
+    [*CASES, ("trailing newline", TRAILING_NEWLINE)],
+    ids=[*IDS, "trailing newline"],
+)
+def test_csv_source_refuses_symbol_before_touching_files(
+    tmp_path: Path, name: str, symbol: str
+) -> None:
     from workers.sources.csv_source import CsvSource
 
     data = tmp_path / "data"
@@ -187,8 +245,16 @@ def test_yfinance_source_refuses_symbol_before_the_network() -> None:
 
 
 # --- database entry points -------------------------------------------------------------------
-TABLES = ("symbols", "symbol_state", "tasks", "prices", "indicators", "indicator_state",
-          "consumer_offsets", "parked_bars")
+TABLES = (
+    "symbols",
+    "symbol_state",
+    "tasks",
+    "prices",
+    "indicators",
+    "indicator_state",
+    "consumer_offsets",
+    "parked_bars",
+)
 
 
 def _snapshot(conn: psycopg2.extensions.connection) -> dict[str, Any]:
@@ -237,11 +303,19 @@ def test_outbox_and_universe_sync_refuse_hostile_symbols(seeded) -> None:
     producer = _Producer()
     for symbol in (*HOSTILE.values(), TRAILING_NEWLINE):
         with pytest.raises(ContractError, match="invalid symbol"):
-            enqueue_tasks(conn, ["MSFT", symbol], D(2021, 1, 4), D(2021, 1, 29),
-                          requested_by="injection-test")
+            enqueue_tasks(
+                conn, ["MSFT", symbol], D(2021, 1, 4), D(2021, 1, 29), requested_by="injection-test"
+            )
         with pytest.raises(ContractError, match="invalid symbol"):
-            emit_tasks(conn, producer, "tasks", [symbol], D(2021, 1, 4), D(2021, 1, 29),
-                       requested_by="injection-test")
+            emit_tasks(
+                conn,
+                producer,
+                "tasks",
+                [symbol],
+                D(2021, 1, 4),
+                D(2021, 1, 29),
+                requested_by="injection-test",
+            )
         with pytest.raises(UniverseError, match="invalid symbol"):
             sync_universe(conn, [UniverseEntry("MSFT", "Microsoft"), UniverseEntry(symbol, "x")])
     assert producer.sent == []
@@ -254,8 +328,11 @@ def test_outbox_refuses_to_publish_a_tampered_row(seeded) -> None:
     sent: publishing stops with ContractError and the row stays pending."""
     owner = seeded.connect("owner")
     with owner.cursor() as cur:
-        cur.execute("INSERT INTO tasks (task_id, symbol, start_date, end_date) "
-                    "VALUES ('tampered', %s, '2021-01-04', '2021-01-05')", (HOSTILE["sql quote"],))
+        cur.execute(
+            "INSERT INTO tasks (task_id, symbol, start_date, end_date) "
+            "VALUES ('tampered', %s, '2021-01-04', '2021-01-05')",
+            (HOSTILE["sql quote"],),
+        )
     owner.commit()
     try:
         producer = _Producer()
@@ -294,8 +371,10 @@ def _hostile_messages() -> list[tuple[str, bytes | None, bytes]]:
             (f"no key, value {name}", None, _bars_json(symbol)),
         ]
         if "\x00" not in symbol:  # a NUL in the key: see test_processor_survives_a_nul_key
-            out += [(f"key {name}", raw, _valid_bars("MSFT")),
-                    (f"both {name}", raw, _bars_json(symbol))]
+            out += [
+                (f"key {name}", raw, _valid_bars("MSFT")),
+                (f"both {name}", raw, _bars_json(symbol)),
+            ]
     out.append(("key not utf-8", b"\xff\xfe'--", _valid_bars("MSFT")))
     return out
 
@@ -314,8 +393,9 @@ def test_processor_dead_letters_hostile_keys_and_symbols(seeded) -> None:
     assert len(result.dead_letters) == len(messages)
     for dead, (case, _, _) in zip(result.dead_letters, messages, strict=True):
         assert isinstance(dead.error, ContractError), case
-        assert "symbol" in str(dead.error) or "key" in str(dead.error) or "payload" in str(
-            dead.error), (case, str(dead.error))
+        assert (
+            "symbol" in str(dead.error) or "key" in str(dead.error) or "payload" in str(dead.error)
+        ), (case, str(dead.error))
     after = _snapshot(owner)
     assert after["prices"] == before["prices"] == 0
     assert after["indicators"] == 0 and after["tasks"] == before["tasks"]
@@ -382,10 +462,19 @@ def test_agent_answers_a_task_its_source_refuses(tmp_path: Path) -> None:
     from workers.sources.csv_source import CsvSource
 
     # Built in code, past the contract (which now refuses it), as a producer bug could.
-    task = contracts.FetchTask(schema_version=1, task_id="t1", symbol=TRAILING_NEWLINE,
-                               start=dt.date(2020, 1, 2), end=dt.date(2020, 1, 31))
-    agent = types.SimpleNamespace(source=CsvSource(tmp_path), settings=Settings(),
-                                  _wait_for_budget=lambda: None, _wait_polling=lambda _s: None)
+    task = contracts.FetchTask(
+        schema_version=1,
+        task_id="t1",
+        symbol=TRAILING_NEWLINE,
+        start=dt.date(2020, 1, 2),
+        end=dt.date(2020, 1, 31),
+    )
+    agent = types.SimpleNamespace(
+        source=CsvSource(tmp_path),
+        settings=Settings(),
+        _wait_for_budget=lambda: None,
+        _wait_polling=lambda _s: None,
+    )
     [result] = Agent._results(agent, task)  # the agent's per-task logic, without Kafka
     assert result.status == "failed"
 
@@ -416,10 +505,14 @@ def universe_file(tmp_path: Path, monkeypatch):
 
 
 @pytest.mark.parametrize("command", CLI_COMMANDS, ids=lambda c: " ".join(c[:-1]))
-@pytest.mark.parametrize(("name", "symbol"), [c for c in CASES if "\x00" not in c[1]],
-                         ids=[n for n, s in CASES if "\x00" not in s])
-def test_cli_refuses_hostile_symbols(universe_file: Path, command: list[str], name: str,
-                                     symbol: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "symbol"),
+    [c for c in CASES if "\x00" not in c[1]],
+    ids=[n for n, s in CASES if "\x00" not in s],
+)
+def test_cli_refuses_hostile_symbols(
+    universe_file: Path, command: list[str], name: str, symbol: str
+) -> None:
     from finpipe.cli import app
 
     args = [a.replace("{}", symbol) for a in command]

@@ -28,7 +28,8 @@ pytestmark = [
     pytest.mark.integration,
     # exchange_calendars (the trading calendar) under pandas 3.
     pytest.mark.filterwarnings(
-        "ignore:.*returning an ndarray that drops timezone:pandas.errors.Pandas4Warning"),
+        "ignore:.*returning an ndarray that drops timezone:pandas.errors.Pandas4Warning"
+    ),
 ]
 
 SYMBOLS = ["SECA", "SECB", "SECC"]
@@ -67,11 +68,16 @@ def _produce_once(topic: str):
         producer = Producer({**config, "message.timeout.ms": 2000})
         clients.append(producer)
         failures: list[KafkaError] = []
-        producer.produce(topic, key=b"AAPL", value=b"{}",
-                         on_delivery=lambda err, _msg: err and failures.append(err))
+        producer.produce(
+            topic,
+            key=b"AAPL",
+            value=b"{}",
+            on_delivery=lambda err, _msg: err and failures.append(err),
+        )
         producer.flush(5)
         if failures:
             raise KafkaException(failures[0])
+
     return run
 
 
@@ -79,30 +85,50 @@ def test_pipeline_end_to_end_over_sasl_scram_with_acls(sasl_broker, secure_db, t
     """Manager (outbox, as the manager DB role), an agent and a processor subprocess (as the
     processor DB role) each authenticate as their own SCRAM user with only their ACLs."""
     tag = uuid.uuid4().hex[:8]
-    names = {"tasks_topic": f"sec-tasks-{tag}", "data_topic": f"sec-data-{tag}",
-             "dlq_topic": f"sec-dlq-{tag}", "agent_group": f"sec-agents-{tag}",
-             "processor_group": f"sec-processors-{tag}"}
+    names = {
+        "tasks_topic": f"sec-tasks-{tag}",
+        "data_topic": f"sec-data-{tag}",
+        "dlq_topic": f"sec-dlq-{tag}",
+        "agent_group": f"sec-agents-{tag}",
+        "processor_group": f"sec-processors-{tag}",
+    }
     sasl_broker.create_topics([names["tasks_topic"], names["data_topic"], names["dlq_topic"]])
     manager = sasl_broker.settings_for(secure_db.settings_for("manager"), "manager")
     manager = manager.model_copy(update={**names, "source": "synthetic"})
-    create_acls(sasl_broker.admin, pipeline_acls(
-        manager, manager=sasl_broker.user("manager"), agent=sasl_broker.user("agent"),
-        processor=sasl_broker.user("processor")))
+    create_acls(
+        sasl_broker.admin,
+        pipeline_acls(
+            manager,
+            manager=sasl_broker.user("manager"),
+            agent=sasl_broker.user("agent"),
+            processor=sasl_broker.user("processor"),
+        ),
+    )
 
     # The Pipeline observes as the schema owner; workers get their identity from extra env.
-    observer = manager.model_copy(update={"pg_user": secure_db.owner_settings.pg_user,
-                                          "pg_password": None})
+    observer = manager.model_copy(
+        update={"pg_user": secure_db.owner_settings.pg_user, "pg_password": None}
+    )
     pipe = Pipeline(observer, tmp_path)
     started = time.monotonic()
     try:
         pipe.start("agent", **sasl_broker.worker_env("agent"))
-        pipe.start("processor", **sasl_broker.worker_env("processor"),
-                   **secure_db.env_for("processor"))
+        pipe.start(
+            "processor", **sasl_broker.worker_env("processor"), **secure_db.env_for("processor")
+        )
         conn = secure_db.connect("manager")
         sync_universe(conn, [UniverseEntry(s, f"{s} test") for s in SYMBOLS])
         producer = make_producer(manager)
-        report = emit_tasks(conn, producer, manager.tasks_topic, SYMBOLS, START, END,
-                            requested_by="security-test", max_sessions=200)
+        report = emit_tasks(
+            conn,
+            producer,
+            manager.tasks_topic,
+            SYMBOLS,
+            START,
+            END,
+            requested_by="security-test",
+            max_sessions=200,
+        )
         assert report.publish.ok, report.publish.failed
         task_ids = [t.task_id for t in report.tasks]
         assert len(task_ids) == 2 * len(SYMBOLS)
@@ -114,14 +140,16 @@ def test_pipeline_end_to_end_over_sasl_scram_with_acls(sasl_broker, secure_db, t
 
     owner = secure_db.connect("owner")
     with owner.cursor() as cur:
-        cur.execute("SELECT status, count(*) FROM tasks WHERE task_id = ANY(%s) GROUP BY 1",
-                    (task_ids,))
+        cur.execute(
+            "SELECT status, count(*) FROM tasks WHERE task_id = ANY(%s) GROUP BY 1", (task_ids,)
+        )
         assert dict(cur.fetchall()) == {"done": len(task_ids)}
     sessions = len(trading_days(START, END))
     for symbol in SYMBOLS:
         assert assert_indicators_exact(owner, symbol) == sessions
-    print(f"SASL pipeline: {len(task_ids)} tasks, {sessions * len(SYMBOLS)} bars "
-          f"in {elapsed:.1f} s")
+    print(
+        f"SASL pipeline: {len(task_ids)} tasks, {sessions * len(SYMBOLS)} bars in {elapsed:.1f} s"
+    )
 
 
 def test_client_without_credentials_is_refused(sasl_broker):
@@ -129,8 +157,9 @@ def test_client_without_credentials_is_refused(sasl_broker):
     assert raised is not None, "a PLAINTEXT client got metadata from the SASL listener"
     assert raised.args[0].code() == KafkaError._TRANSPORT
     # The broker drops the connection as soon as a non-SASL request arrives.
-    assert errors and all(e.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
-                          for e in errors)
+    assert errors and all(
+        e.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN) for e in errors
+    )
 
 
 @pytest.mark.parametrize("who", ["wrong password", "unknown user"])
@@ -151,11 +180,17 @@ def test_authenticated_user_is_limited_to_its_acls(sasl_broker, local_stack):
     tag = uuid.uuid4().hex[:8]
     tasks, dlq = f"acl-tasks-{tag}", f"acl-dlq-{tag}"
     sasl_broker.create_topics([tasks, dlq], partitions=1)
-    create_acls(sasl_broker.admin, pipeline_acls(
-        local_stack.model_copy(
-            update={"tasks_topic": tasks, "dlq_topic": dlq, "data_topic": f"acl-data-{tag}"}),
-        manager=sasl_broker.user("manager"), agent=sasl_broker.user("agent"),
-        processor=sasl_broker.user("processor")))
+    create_acls(
+        sasl_broker.admin,
+        pipeline_acls(
+            local_stack.model_copy(
+                update={"tasks_topic": tasks, "dlq_topic": dlq, "data_topic": f"acl-data-{tag}"}
+            ),
+            manager=sasl_broker.user("manager"),
+            agent=sasl_broker.user("agent"),
+            processor=sasl_broker.user("processor"),
+        ),
+    )
     processor = sasl_broker.client_config("processor")
     _, raised = _errors_seen(processor, _produce_once(dlq))
     assert raised is None
@@ -171,12 +206,15 @@ def test_authenticated_user_is_limited_to_its_acls(sasl_broker, local_stack):
 def test_sasl_ssl_listener_needs_the_broker_certificate(sasl_broker):
     """TLS (self-signed keystore from keytool): SCRAM over SASL_SSL works when the client
     trusts the broker's certificate, and the handshake fails when it does not."""
-    config = {**sasl_broker.client_config("manager"), "bootstrap.servers":
-              sasl_broker.tls_bootstrap, "security.protocol": "SASL_SSL"}
-    errors, raised = _errors_seen({**config, "ssl.ca.location": sasl_broker.ca_file},
-                                  _list_topics)
+    config = {
+        **sasl_broker.client_config("manager"),
+        "bootstrap.servers": sasl_broker.tls_bootstrap,
+        "security.protocol": "SASL_SSL",
+    }
+    errors, raised = _errors_seen({**config, "ssl.ca.location": sasl_broker.ca_file}, _list_topics)
     assert raised is None, [str(e) for e in errors]
     errors, raised = _errors_seen(config, _list_topics)
     assert raised is not None
     assert any(e.code() == KafkaError._SSL for e in errors) or any(
-        "certificate verify failed" in e.str() for e in errors), [str(e) for e in errors]
+        "certificate verify failed" in e.str() for e in errors
+    ), [str(e) for e in errors]

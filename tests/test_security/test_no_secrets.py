@@ -38,8 +38,10 @@ TOKEN_RULES: Final = [
     ("Slack token", re.compile(r"\bxox[abposr]-[0-9A-Za-z-]{10,}")),
     ("Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
     ("Stripe key", re.compile(r"\b[rs]k_live_[0-9A-Za-z]{20,}")),
-    ("JSON web token",
-     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    (
+        "JSON web token",
+        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    ),
 ]
 # scheme://user:password@host with a password that is not a placeholder.
 URL_CREDENTIALS: Final = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@'\"<>]+:([^\s@'\"/<>]+)@", re.I)
@@ -121,10 +123,16 @@ def findings(text: str, path: str = "file.txt") -> list[str]:
 
 def repository_files() -> list[Path]:
     """Tracked files, plus untracked ones that are not ignored (they are about to be added)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     return sorted({REPO / name for name in listed if name and (REPO / name).is_file()})
 
 
@@ -155,8 +163,9 @@ def test_state_and_credentials_are_ignored_by_git() -> None:
     """Where the local stack writes generated credentials (the SASL node's admin password,
     its TLS keystore) is ignored, so they cannot be committed by accident."""
     probe = [".state/kafka/sasl/admin.secret", ".state/kafka/sasl/tls/broker.p12"]
-    result = subprocess.run(["git", "check-ignore", *probe], cwd=REPO, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["git", "check-ignore", *probe], cwd=REPO, capture_output=True, text=True
+    )
     assert result.stdout.split() == probe
 
 
@@ -185,8 +194,10 @@ CAUGHT = [
     ("ci.yml", "token: gh" + "p_" + "a" * 36),
     ("notes.md", "eyJ" + "hbGciOiJIUzI1NiJ9" + ".eyJ" + "zdWIiOiIxMjM0In0" + ".abcdefghijk"),
     ("server.properties", "ssl.keystore." + _PW + "=" + _HUNTER),
-    ("server.properties", "sasl.jaas.config=ScramLoginModule required username=\"a\" "
-                          + _PW + '="' + _HUNTER + '";'),
+    (
+        "server.properties",
+        'sasl.jaas.config=ScramLoginModule required username="a" ' + _PW + '="' + _HUNTER + '";',
+    ),
 ]
 CLEAN = [
     ("deploy.sh", f'--from-literal={_PW}="$FINPIPE_PG_{_PW.upper()}"'),

@@ -14,8 +14,9 @@ from workers.agent.main import checked_messages, result_message
 from workers.sources.synthetic import SyntheticSource
 
 D = dt.date
-TASK = contracts.FetchTask(schema_version=1, task_id="t-AGT", symbol="AGT", start=D(2015, 1, 1),
-                           end=D(2015, 12, 31))
+TASK = contracts.FetchTask(
+    schema_version=1, task_id="t-AGT", symbol="AGT", start=D(2015, 1, 1), end=D(2015, 12, 31)
+)
 
 
 def _bars():
@@ -29,8 +30,9 @@ def test_good_bars_are_published_in_checked_chunks():
         assert contracts.decode_bars(contracts.encode(m)) == m
 
 
-@pytest.mark.parametrize("breakage", ["low_above_high", "repeated_date", "negative_price",
-                                      "nan_close"])
+@pytest.mark.parametrize(
+    "breakage", ["low_above_high", "repeated_date", "negative_price", "nan_close"]
+)
 def test_source_bars_that_break_the_contract_raise_a_contract_error(breakage):
     bars = _bars()
     if breakage == "low_above_high":

@@ -53,8 +53,9 @@ def _consume_from(settings: Settings, group: str, starts: list[TopicPartition], 
 
 
 @pytest.mark.parametrize("topic_attr", ["tasks_topic", "data_topic", "dlq_topic"])
-def test_each_finpipe_topic_round_trips_keys(local_stack: Settings, topic_factory, group_factory,
-                                             topic_attr):
+def test_each_finpipe_topic_round_trips_keys(
+    local_stack: Settings, topic_factory, group_factory, topic_attr
+):
     # A private topic made like the real one (settings' partitions): test messages on the
     # real topics would be consumed by any local workers and parked as garbage.
     settings = local_stack
@@ -68,11 +69,12 @@ def test_each_finpipe_topic_round_trips_keys(local_stack: Settings, topic_factor
         TopicPartition(topic, p, min(off for _, pp, off in delivered.values() if pp == p))
         for p in {p for _, p, _ in delivered.values()}
     ]
-    got = [m for m in _consume_from(settings, group_factory(), starts, len(records))
-           if m.value().startswith(run.encode())]
-    assert sorted((m.key().decode(), m.value()) for m in got) == sorted(
-        (k, v) for k, v in records
-    )
+    got = [
+        m
+        for m in _consume_from(settings, group_factory(), starts, len(records))
+        if m.value().startswith(run.encode())
+    ]
+    assert sorted((m.key().decode(), m.value()) for m in got) == sorted((k, v) for k, v in records)
     # Same key, same partition, every time; and messages of one key arrive in order.
     partitions_by_key: dict[str, set[int]] = {}
     for m in got:

@@ -23,8 +23,9 @@ def _gauge(worker: str, partition: int) -> float | None:
     return None
 
 
-def test_lag_is_high_watermark_minus_position(local_stack: Settings, topic_factory,
-                                              group_factory, monkeypatch) -> None:
+def test_lag_is_high_watermark_minus_position(
+    local_stack: Settings, topic_factory, group_factory, monkeypatch
+) -> None:
     monkeypatch.setattr(runtime, "LAG_REPORT_SECONDS", 0.0)
     topic = topic_factory("lag", partitions=1)
     producer = Producer(producer_config(local_stack))

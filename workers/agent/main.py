@@ -69,10 +69,15 @@ COMMIT_DEADLINE_SECONDS = 90.0
 
 
 def _exit_stuck_commit() -> None:
-    logger.critical("transaction commit stuck for %.0f s; exiting so the supervisor restarts "
-                    "the agent (the open transaction will be aborted)", COMMIT_DEADLINE_SECONDS)
+    logger.critical(
+        "transaction commit stuck for %.0f s; exiting so the supervisor restarts "
+        "the agent (the open transaction will be aborted)",
+        COMMIT_DEADLINE_SECONDS,
+    )
     logging.shutdown()
     os._exit(3)
+
+
 FETCH_ATTEMPTS = 5
 TRANSACTION_TIMEOUT_MS = 120_000
 # Size limit when checking a built message (the topic's own limit applies when producing).
@@ -87,12 +92,23 @@ def chunk_messages(task: FetchTask, bars: RawBars, per_message: int) -> list[Bar
         part = bars.slice(lo, lo + per_message)
         out.append(
             BarBatch(
-                schema_version=contracts.SCHEMA_VERSION, task_id=task.task_id,
-                symbol=task.symbol, start=task.start, end=task.end, status="ok",
-                source=bars.source, chunk=i, chunks=len(starts), dates=part.dates,
-                open=part.open.tolist(), high=part.high.tolist(), low=part.low.tolist(),
-                close=part.close.tolist(), adj_close=part.adj_close.tolist(),
-                volume=part.volume.tolist(), dividends=part.dividends.tolist(),
+                schema_version=contracts.SCHEMA_VERSION,
+                task_id=task.task_id,
+                symbol=task.symbol,
+                start=task.start,
+                end=task.end,
+                status="ok",
+                source=bars.source,
+                chunk=i,
+                chunks=len(starts),
+                dates=part.dates,
+                open=part.open.tolist(),
+                high=part.high.tolist(),
+                low=part.low.tolist(),
+                close=part.close.tolist(),
+                adj_close=part.adj_close.tolist(),
+                volume=part.volume.tolist(),
+                dividends=part.dividends.tolist(),
                 splits=part.splits.tolist(),
             )
         )
@@ -106,8 +122,13 @@ def result_message(task: FetchTask, status: str, reason: str, source: str) -> Ba
     and a reason the processor refuses would park the symbol for a transient fetch error.
     """
     return BarBatch(
-        schema_version=contracts.SCHEMA_VERSION, task_id=task.task_id, symbol=task.symbol,
-        start=task.start, end=task.end, status=status, source=source,
+        schema_version=contracts.SCHEMA_VERSION,
+        task_id=task.task_id,
+        symbol=task.symbol,
+        start=task.start,
+        end=task.end,
+        status=status,
+        source=source,
         reason=contracts.clean_reason(reason) or status,
     )
 
@@ -251,8 +272,9 @@ class Agent:
                 self.producer.commit_transaction()
             finally:
                 watchdog.cancel()
-            logger.debug("transaction tasks=%d seconds=%.3f", handled,
-                         time.perf_counter() - started)
+            logger.debug(
+                "transaction tasks=%d seconds=%.3f", handled, time.perf_counter() - started
+            )
             return handled
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
@@ -309,16 +331,22 @@ class Agent:
             except RetriableError as exc:  # source unavailable, or the shared budget's DB
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
                 delay = backoff_delay(attempt)
-                logger.warning("symbol=%s attempt=%d source unavailable (%s); retry in %.1f s",
-                               task.symbol, attempt + 1, exc, delay)
+                logger.warning(
+                    "symbol=%s attempt=%d source unavailable (%s); retry in %.1f s",
+                    task.symbol,
+                    attempt + 1,
+                    exc,
+                    delay,
+                )
                 self._wait_polling(delay)
                 continue
             except Exception as exc:
                 # SourceError, a task the source refuses (PoisonMessageError), or a bug in a
                 # source: answer the task as failed rather than crash on it at every restart.
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
-                logger.warning("symbol=%s fetch failed: %s: %s", task.symbol,
-                               type(exc).__name__, exc)
+                logger.warning(
+                    "symbol=%s fetch failed: %s: %s", task.symbol, type(exc).__name__, exc
+                )
                 known = isinstance(exc, (SourceError, PoisonMessageError))
                 reason = str(exc) if known else f"{type(exc).__name__}: {exc}"
                 return [result_message(task, "failed", reason, self.source.name)]
@@ -345,8 +373,9 @@ class Agent:
         wait_polling(self.consumer, seconds, self.stop, self.health.beat)
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        logger.warning("dead letter %s[%d]@%d error=%s", msg.topic(), msg.partition(),
-                       msg.offset(), exc)
+        logger.warning(
+            "dead letter %s[%d]@%d error=%s", msg.topic(), msg.partition(), msg.offset(), exc
+        )
         MESSAGES.labels(WORKER, "dead_letter").inc()
         # Through the transactional producer: it commits with the offsets it replaces.
         DeadLetterWriter(self.producer, self.settings.dlq_topic).send(
@@ -355,6 +384,9 @@ class Agent:
 
 
 def main() -> int:
-    return run_worker("agent", lambda settings, health: Agent(
-        settings, make_source(settings), health=health,
-        rate_limiter=make_rate_limiter(settings)))
+    return run_worker(
+        "agent",
+        lambda settings, health: Agent(
+            settings, make_source(settings), health=health, rate_limiter=make_rate_limiter(settings)
+        ),
+    )

@@ -110,8 +110,9 @@ class BatchResult:
 class BatchWriter:
     """Applies one batch inside the caller's transaction (the caller commits)."""
 
-    def __init__(self, conn: Connection, group_id: str, max_message_bytes: int,
-                 record_offsets: bool = True) -> None:
+    def __init__(
+        self, conn: Connection, group_id: str, max_message_bytes: int, record_offsets: bool = True
+    ) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         self.group_id = group_id
@@ -183,9 +184,11 @@ class BatchWriter:
             for m in messages:
                 last[(m.topic, m.partition)] = max(m.offset, last.get((m.topic, m.partition), -1))
             result.seek_to = {tp: o for tp, o in stored.items() if o > last[tp] + 1}
-            logger.warning("dropped %d messages another processor already applied "
-                           "(stored offsets %s)", result.fenced,
-                           {p: o for (_, p), o in stored.items()})
+            logger.warning(
+                "dropped %d messages another processor already applied (stored offsets %s)",
+                result.fenced,
+                {p: o for (_, p), o in stored.items()},
+            )
         return fresh
 
     def _apply_one(self, msg: InputMessage, result: BatchResult) -> None:
@@ -201,10 +204,14 @@ class BatchWriter:
             self._hold(msg, batch.symbol)
             result.parked += 1
             return
-        touches_history = state.last_date is not None and bool(batch.dates) and (
-            batch.dates[0] <= state.last_date
-            or state.stale
-            or any(is_split(x) for x in batch.splits)
+        touches_history = (
+            state.last_date is not None
+            and bool(batch.dates)
+            and (
+                batch.dates[0] <= state.last_date
+                or state.stale
+                or any(is_split(x) for x in batch.splits)
+            )
         )
         if touches_history:
             # This message reads or rewrites stored rows: write the buffered rows first and
@@ -212,8 +219,12 @@ class BatchWriter:
             self._flush()
             self.cur.execute("SAVEPOINT bar_message")
         # What to restore if this message fails: the symbol's state and the buffers' lengths.
-        before = (replace(state), len(self._prices), len(self._indicators),
-                  batch.symbol in self._dirty)
+        before = (
+            replace(state),
+            len(self._prices),
+            len(self._indicators),
+            batch.symbol in self._dirty,
+        )
         try:
             result.bars_stored += self._apply_bars(batch, state)
         except RETRIABLE_DB_ERRORS:
@@ -251,10 +262,19 @@ class BatchWriter:
                 return self._rewrite(batch.symbol, dates, raw, state)
             keep, changed = compared
             if changed:  # only adj_close or dividends were revised: no indicator changes
-                upsert_rows(self.cur, "prices", ("symbol", "date", *PRICE_COLUMNS),
-                            ("symbol", "date"),
-                            [pack_rows(batch.symbol, [dates[i] for i in changed],
-                                       [raw[c][changed] for c in PRICE_COLUMNS])])
+                upsert_rows(
+                    self.cur,
+                    "prices",
+                    ("symbol", "date", *PRICE_COLUMNS),
+                    ("symbol", "date"),
+                    [
+                        pack_rows(
+                            batch.symbol,
+                            [dates[i] for i in changed],
+                            [raw[c][changed] for c in PRICE_COLUMNS],
+                        )
+                    ],
+                )
                 revised = len(changed)
             dates = [dates[i] for i in keep]
             raw = {c: v[keep] for c, v in raw.items()}
@@ -265,8 +285,9 @@ class BatchWriter:
             return revised + self._rewrite(batch.symbol, dates, raw, state)
         return revised + self._append(batch.symbol, dates, raw, state)
 
-    def _append(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
-                state: SymbolState) -> int:
+    def _append(
+        self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray], state: SymbolState
+    ) -> int:
         splits = split_events(dates, raw["splits"])
         bars = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
         if splits:  # only for a symbol's first bars: later splits take the rewrite path
@@ -279,9 +300,9 @@ class BatchWriter:
         self._indicators.append(pack_rows(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS]))
         return len(dates)
 
-    def _compare_stored(self, batch: BarBatch, dates: list[dt.date],
-                        raw: dict[str, np.ndarray], last_date: dt.date
-                        ) -> tuple[list[int], list[int]] | None:
+    def _compare_stored(
+        self, batch: BarBatch, dates: list[dt.date], raw: dict[str, np.ndarray], last_date: dt.date
+    ) -> tuple[list[int], list[int]] | None:
         """Compare the message's bars with the stored ones, and log every difference in
         ``revisions`` (same transaction).
 
@@ -296,8 +317,9 @@ class BatchWriter:
             "WHERE symbol = %s AND date = ANY(%s::date[])",
             (batch.symbol, [d for d in dates if d <= last_date]),
         )
-        stored = {row[0]: dict(zip(PRICE_COLUMNS, row[1:], strict=True))
-                  for row in self.cur.fetchall()}
+        stored = {
+            row[0]: dict(zip(PRICE_COLUMNS, row[1:], strict=True)) for row in self.cur.fetchall()
+        }
         revisions = diff_stored(stored, dates, raw, last_date, PRICE_COLUMNS)
         rewrite = any(r.touches(_INDICATOR_INPUTS) for r in revisions)
         record_revisions(self.cur, batch.symbol, batch.task_id, revisions, rewrite)
@@ -306,16 +328,24 @@ class BatchWriter:
         keep = [i for i, day in enumerate(dates) if day > last_date]
         return keep, [r.position for r in revisions]
 
-    def _rewrite(self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray],
-                 state: SymbolState) -> int:
+    def _rewrite(
+        self, symbol: str, dates: list[dt.date], raw: dict[str, np.ndarray], state: SymbolState
+    ) -> int:
         """Upsert the raw bars, then recompute the symbol from every stored price."""
         self._flush()
         cur = self.cur
-        upsert_rows(cur, "prices", ("symbol", "date", *PRICE_COLUMNS), ("symbol", "date"),
-                    [pack_rows(symbol, dates, [raw[c] for c in PRICE_COLUMNS])])
+        upsert_rows(
+            cur,
+            "prices",
+            ("symbol", "date", *PRICE_COLUMNS),
+            ("symbol", "date"),
+            [pack_rows(symbol, dates, [raw[c] for c in PRICE_COLUMNS])],
+        )
         cur.execute(
             "SELECT date, open, high, low, close, volume, splits FROM prices "
-            "WHERE symbol = %s ORDER BY date", (symbol,))
+            "WHERE symbol = %s ORDER BY date",
+            (symbol,),
+        )
         rows = cur.fetchall()
         all_dates = [r[0] for r in rows]
         cols = np.array([r[1:] for r in rows], dtype=np.float64).T
@@ -329,18 +359,30 @@ class BatchWriter:
             pack_rows(symbol, all_dates, [outputs[c] for c in INDICATOR_COLUMNS])
         )
         self._flush()
-        logger.info("symbol=%s history rewritten bars=%d splits=%d", symbol, len(all_dates),
-                    len(splits))
+        logger.info(
+            "symbol=%s history rewritten bars=%d splits=%d", symbol, len(all_dates), len(splits)
+        )
         return len(dates)
 
     def _flush(self) -> None:
         if self._prices:
-            upsert_rows(self.cur, "prices", ("symbol", "date", *PRICE_COLUMNS),
-                        ("symbol", "date"), self._prices)
+            upsert_rows(
+                self.cur,
+                "prices",
+                ("symbol", "date", *PRICE_COLUMNS),
+                ("symbol", "date"),
+                self._prices,
+            )
             self._prices = []
         if self._indicators:
-            upsert_rows(self.cur, "indicators", ("symbol", "date", *INDICATOR_COLUMNS),
-                        ("symbol", "date"), self._indicators, nan_as_null=INDICATOR_COLUMNS)
+            upsert_rows(
+                self.cur,
+                "indicators",
+                ("symbol", "date", *INDICATOR_COLUMNS),
+                ("symbol", "date"),
+                self._indicators,
+                nan_as_null=INDICATOR_COLUMNS,
+            )
             self._indicators = []
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -369,8 +411,11 @@ class BatchWriter:
             self.symbols[symbol] = SymbolState(last_date, bars_seen, state, symbol in parked)
 
     def _save_states(self) -> None:
-        rows = [(s, st.last_date, st.bars_seen, msgspec.msgpack.encode(st.state))
-                for s, st in self.symbols.items() if s in self._dirty]
+        rows = [
+            (s, st.last_date, st.bars_seen, msgspec.msgpack.encode(st.state))
+            for s, st in self.symbols.items()
+            if s in self._dirty
+        ]
         if rows:
             psycopg2.extras.execute_values(
                 self.cur,
@@ -397,7 +442,8 @@ class BatchWriter:
         task = self._tasks.get(batch.task_id)
         if task is None or batch.chunk == 0:  # chunk 0: a (re)delivery starts the count anew
             task = self._tasks[batch.task_id] = tasks.TaskResult(
-                batch.task_id, reset=batch.chunk == 0)
+                batch.task_id, reset=batch.chunk == 0
+            )
         self._task_symbols.add(batch.symbol)
         task.bars += len(batch.dates)
         task.status, task.error, task.final = status, batch.reason, last_chunk
@@ -422,8 +468,11 @@ class BatchWriter:
         )
         known = tasks.record_results(cur, list(self._tasks.values()))
         if known < len(self._tasks):
-            logger.warning("results of %d tasks the manager never created: bars stored, "
-                           "no task status recorded", len(self._tasks) - known)
+            logger.warning(
+                "results of %d tasks the manager never created: bars stored, "
+                "no task status recorded",
+                len(self._tasks) - known,
+            )
         done = [(sym, p) for sym, p in self._progress.items() if isinstance(p, dt.date)]
         failed = [(sym, p) for sym, p in self._progress.items() if isinstance(p, str)]
         if done:
@@ -448,10 +497,18 @@ class BatchWriter:
         self._progress.clear()
         self._tasks.clear()
         self._task_symbols.clear()
-    def _dead_letter(self, msg: InputMessage, exc: Exception, result: BatchResult,
-                     symbol: str | None) -> None:
-        logger.warning("dead letter %s[%d]@%d symbol=%s error=%s", msg.topic, msg.partition,
-                       msg.offset, symbol, exc)
+
+    def _dead_letter(
+        self, msg: InputMessage, exc: Exception, result: BatchResult, symbol: str | None
+    ) -> None:
+        logger.warning(
+            "dead letter %s[%d]@%d symbol=%s error=%s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            symbol,
+            exc,
+        )
         result.dead_letters.append(DeadLetter(msg, exc))
         reason = contracts.clean_reason(f"{type(exc).__name__}: {exc}")
         self.cur.execute(
@@ -511,8 +568,9 @@ def _symbol_from_key(key: bytes | None) -> str | None:
         return None
 
 
-def stored_offsets(conn: Connection, group_id: str, topic: str,
-                   partitions: list[int]) -> dict[int, int]:
+def stored_offsets(
+    conn: Connection, group_id: str, topic: str, partitions: list[int]
+) -> dict[int, int]:
     """Next offsets recorded in PostgreSQL for ``partitions`` (absent: nothing processed)."""
     with conn.cursor() as cur:
         cur.execute(

@@ -100,7 +100,9 @@ class Processor:
     def run(self) -> None:
         self.consumer.subscribe(
             [self.settings.data_topic],
-            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         try:
             while not self.stop.is_set():
@@ -165,8 +167,9 @@ class Processor:
         self.health.ready = True
         logger.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
 
-    def _stored_offsets_with_retry(self, by_topic: dict[str, list[int]]
-                                   ) -> dict[tuple[str, int], int]:
+    def _stored_offsets_with_retry(
+        self, by_topic: dict[str, list[int]]
+    ) -> dict[tuple[str, int], int]:
         """Offsets from PostgreSQL, waiting out a short outage (a rebalance can come while
         the database restarts); past ASSIGN_RETRY_SECONDS the process exits for a restart."""
         deadline = time.monotonic() + ASSIGN_RETRY_SECONDS
@@ -181,8 +184,7 @@ class Processor:
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 if time.monotonic() > deadline:
                     raise FatalError(f"database unavailable on assignment: {exc}") from exc
-                logger.warning("offsets unreadable on assignment (%s); retrying",
-                               str(exc).strip())
+                logger.warning("offsets unreadable on assignment (%s); retrying", str(exc).strip())
                 self.health.beat()
                 time.sleep(backoff_delay(attempt, base=0.5, cap=5.0))
                 self._reconnect()
@@ -204,13 +206,14 @@ class Processor:
         kept = [m for m in batch if (m.topic, m.partition) in self.owned]
         if len(kept) < len(batch):
             MESSAGES.labels(WORKER, "dropped_revoked").inc(len(batch) - len(kept))
-            logger.info("dropped %d messages of partitions no longer owned",
-                        len(batch) - len(kept))
+            logger.info("dropped %d messages of partitions no longer owned", len(batch) - len(kept))
         return kept
 
     def _process_with_retry(self, messages: list[Message]) -> None:
-        batch = [InputMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"")
-                 for m in messages]
+        batch = [
+            InputMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"")
+            for m in messages
+        ]
         for attempt in range(DB_RETRY_ATTEMPTS):
             # consume() can return messages of a partition revoked during the same call, and
             # a retry waits polling, where a rebalance can take partitions away.
@@ -223,8 +226,12 @@ class Processor:
             except RETRIABLE as exc:
                 ERRORS.labels(WORKER, type(exc).__name__).inc()
                 delay = backoff_delay(attempt, base=0.5, cap=15.0)
-                logger.warning("batch not committed (%s); retry %d in %.1f s",
-                               str(exc).strip(), attempt + 1, delay)
+                logger.warning(
+                    "batch not committed (%s); retry %d in %.1f s",
+                    str(exc).strip(),
+                    attempt + 1,
+                    delay,
+                )
                 self._wait_polling(delay)
                 self._reconnect()
         raise FatalError(f"database unavailable after {DB_RETRY_ATTEMPTS} attempts")
@@ -239,8 +246,9 @@ class Processor:
         except Exception as exc:
             # A row the database refuses, or a fault outside one message's handling: find
             # the message by going one at a time (the committed ones are fenced on a retry).
-            logger.warning("batch failed (%s: %s); isolating the message", type(exc).__name__,
-                           str(exc).strip())
+            logger.warning(
+                "batch failed (%s: %s); isolating the message", type(exc).__name__, str(exc).strip()
+            )
             for message in batch:
                 try:
                     self._commit([message])
@@ -252,13 +260,17 @@ class Processor:
     def _commit(self, batch: list[InputMessage]) -> None:
         started = time.perf_counter()
         result = self._in_transaction(lambda writer: writer.apply(batch))
-        MESSAGES.labels(WORKER, "ok").inc(
-            len(batch) - len(result.dead_letters) - result.fenced)
+        MESSAGES.labels(WORKER, "ok").inc(len(batch) - len(result.dead_letters) - result.fenced)
         MESSAGES.labels(WORKER, "fenced").inc(result.fenced)
         BARS.labels(WORKER).inc(result.bars_stored)
-        logger.debug("batch messages=%d bars=%d dead_letters=%d fenced=%d seconds=%.3f",
-                     len(batch), result.bars_stored, len(result.dead_letters), result.fenced,
-                     time.perf_counter() - started)
+        logger.debug(
+            "batch messages=%d bars=%d dead_letters=%d fenced=%d seconds=%.3f",
+            len(batch),
+            result.bars_stored,
+            len(result.dead_letters),
+            result.fenced,
+            time.perf_counter() - started,
+        )
 
     def _in_transaction(self, write: Callable[[BatchWriter], BatchResult]) -> BatchResult:
         """Run ``write`` in one transaction, put its dead letters on the DLQ topic, commit,

@@ -45,14 +45,16 @@ def parked_symbols(settings: Settings) -> list[ParkedSymbol]:
 DeadLetterSource = tuple[str, int, int]  # (topic, partition, offset) the message came from
 
 
-def unresolved_dead_letters(settings: Settings, sources: list[DeadLetterSource]
-                            ) -> list[DeadLetterSource]:
+def unresolved_dead_letters(
+    settings: Settings, sources: list[DeadLetterSource]
+) -> list[DeadLetterSource]:
     """Those of ``sources`` that were neither replayed nor skipped by an unpark."""
     with connection(settings) as conn:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT source_topic, source_partition, source_offset FROM dead_letters "
-                "WHERE status <> 'open'")
+                "WHERE status <> 'open'"
+            )
             resolved = {tuple(row) for row in cur.fetchall()}
         return [s for s in sources if s not in resolved]
 
@@ -71,20 +73,28 @@ def unpark(settings: Settings, symbol: str, replayed: list[DeadLetterSource] = (
             with conn.cursor() as cur:
                 lock_symbols(cur, {symbol})  # the processors' lock first, as they take it
                 _resolve_dead_letters(cur, symbol, replayed)
-                cur.execute("SELECT status FROM symbol_state WHERE symbol = %s FOR UPDATE",
-                            (symbol,))
+                cur.execute(
+                    "SELECT status FROM symbol_state WHERE symbol = %s FOR UPDATE", (symbol,)
+                )
                 row = cur.fetchone()
                 if row is None or row[0] != "parked":
                     conn.commit()  # the resolutions still count
                     return 0
-                cur.execute("UPDATE symbol_state SET status = 'ok', error = NULL, "
-                            "updated_at = now() WHERE symbol = %s", (symbol,))
-                cur.execute('DELETE FROM parked_bars WHERE symbol = %s '
-                            'RETURNING id, topic, partition, "offset", value', (symbol,))
+                cur.execute(
+                    "UPDATE symbol_state SET status = 'ok', error = NULL, "
+                    "updated_at = now() WHERE symbol = %s",
+                    (symbol,),
+                )
+                cur.execute(
+                    "DELETE FROM parked_bars WHERE symbol = %s "
+                    'RETURNING id, topic, partition, "offset", value',
+                    (symbol,),
+                )
                 held = sorted(cur.fetchall())
             messages = [InputMessage(t, p, o, symbol.encode(), bytes(v)) for _, t, p, o, v in held]
-            writer = BatchWriter(conn, settings.processor_group, settings.max_message_bytes,
-                                 record_offsets=False)
+            writer = BatchWriter(
+                conn, settings.processor_group, settings.max_message_bytes, record_offsets=False
+            )
             result = writer.apply(messages)
             if result.dead_letters:
                 dlq = DeadLetterWriter(Producer(producer_config(settings)), settings.dlq_topic)
@@ -110,5 +120,8 @@ def _resolve_dead_letters(cur, symbol: str, replayed: list[DeadLetterSource]) ->
             "resolved_at = now()",
             [(t, p, o, symbol, "replayed", dt.datetime.now(dt.UTC)) for t, p, o in replayed],
         )
-    cur.execute("UPDATE dead_letters SET status = 'skipped', resolved_at = now() "
-                "WHERE symbol = %s AND status = 'open'", (symbol,))
+    cur.execute(
+        "UPDATE dead_letters SET status = 'skipped', resolved_at = now() "
+        "WHERE symbol = %s AND status = 'open'",
+        (symbol,),
+    )

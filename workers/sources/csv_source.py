@@ -47,7 +47,15 @@ logger = logging.getLogger(__name__)
 PRICE_SIGNIFICANT_DIGITS = 7
 # The columns a file must have, in yfinance's spelling; order in the file does not matter.
 REQUIRED_COLUMNS = (
-    "Date", "Open", "High", "Low", "Close", "Adj Close", "Volume", "Dividends", "Stock Splits",
+    "Date",
+    "Open",
+    "High",
+    "Low",
+    "Close",
+    "Adj Close",
+    "Volume",
+    "Dividends",
+    "Stock Splits",
 )
 _PRICE_COLUMNS = ("Open", "High", "Low", "Close")
 # Parsed files kept in memory, keyed by path and invalidated when size or mtime change.
@@ -193,8 +201,10 @@ def _parse_rows(reader: Iterable[list[str]], symbol: str) -> RawBars:
         day = _date(row[index["Date"]], line, index["Date"] + 1)
         if previous is not None and day <= previous:
             raise _FileFormatError(
-                line, f"date {day} is not after the previous row's {previous}",
-                index["Date"] + 1, "Date",
+                line,
+                f"date {day} is not after the previous row's {previous}",
+                index["Date"] + 1,
+                "Date",
             )
         previous = day
         cells = {
@@ -205,9 +215,7 @@ def _parse_rows(reader: Iterable[list[str]], symbol: str) -> RawBars:
             if math.isnan(cells[name]):
                 cells[name] = 0.0
             elif cells[name] < 0:
-                raise _FileFormatError(
-                    line, f"{cells[name]} is negative", index[name] + 1, name
-                )
+                raise _FileFormatError(line, f"{cells[name]} is negative", index[name] + 1, name)
         prices = [cells[name] for name in _PRICE_COLUMNS]
         if all(math.isnan(p) for p in prices):
             # An event-only row (a split or dividend on a day without prices).
@@ -290,9 +298,7 @@ class CsvSource:
         last = last_completed_session(self._clock())
         bars = self._load(path, symbol).between(start, min(end, last))
         if not len(bars):
-            raise NoDataError(
-                f"{symbol}: no bars from {start} to {min(end, last)} in {path.name}"
-            )
+            raise NoDataError(f"{symbol}: no bars from {start} to {min(end, last)} in {path.name}")
         return bars
 
     def _load(self, path: Path, symbol: str) -> RawBars:

@@ -294,8 +294,12 @@ class YFinanceSource:
         ticker = yf.Ticker(symbol, session=_get_session())
         try:
             frame = ticker.history(
-                start=start.isoformat(), end=until.isoformat(), interval="1d",
-                auto_adjust=False, actions=True, timeout=self._timeout,
+                start=start.isoformat(),
+                end=until.isoformat(),
+                interval="1d",
+                auto_adjust=False,
+                actions=True,
+                timeout=self._timeout,
             )
             history = None if complete else self._split_history(ticker, symbol, today)
         except Exception as exc:
@@ -336,8 +340,10 @@ class YFinanceSource:
             return _empty(symbol)
         try:
             dates = [stamp.date() for stamp in frame.index]
-            column = {name: frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
-                      for name in ("Open", "High", "Low", "Close", "Adj Close", "Volume")}
+            column = {
+                name: frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+                for name in ("Open", "High", "Low", "Close", "Adj Close", "Volume")
+            }
             dividends = _optional(frame, "Dividends")
             splits = _optional(frame, "Stock Splits")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -355,8 +361,9 @@ class YFinanceSource:
         ]
         dropped = int((~valid).sum()) - len(events)
         if dropped:
-            logger.warning("yfinance bars without valid prices dropped symbol=%s count=%d",
-                           symbol, dropped)
+            logger.warning(
+                "yfinance bars without valid prices dropped symbol=%s count=%d", symbol, dropped
+            )
         keep = np.flatnonzero(valid)
         bar_dates = [dates[i] for i in keep]
         bar_splits, bar_dividends = splits[keep].copy(), dividends[keep].copy()

@@ -24,11 +24,22 @@ D = dt.date
 def _bars(symbol: str, days: list[dt.date], close: list[float], task: str = "t") -> BarBatch:
     n = len(days)
     return BarBatch(
-        schema_version=1, task_id=f"{task}-{symbol}", symbol=symbol, start=days[0],
-        end=days[-1], status="ok", source="test", dates=days, open=close,
-        high=[c + 1 for c in close], low=[c - 1 for c in close], close=close, adj_close=close,
+        schema_version=1,
+        task_id=f"{task}-{symbol}",
+        symbol=symbol,
+        start=days[0],
+        end=days[-1],
+        status="ok",
+        source="test",
+        dates=days,
+        open=close,
+        high=[c + 1 for c in close],
+        low=[c - 1 for c in close],
+        close=close,
+        adj_close=close,
         volume=[1000.0] * n,
-        dividends=[0.0] * n, splits=[0.0] * n,
+        dividends=[0.0] * n,
+        splits=[0.0] * n,
     )
 
 
@@ -55,8 +66,15 @@ def test_bad_messages_go_to_the_dlq_and_park_only_their_symbol(pipeline_factory)
 
     # Tasks topic: garbage, an unknown schema version, a symbol the source does not know.
     pipe.produce_raw(s.tasks_topic, b"AAPL", b"\x00\xffnot json")
-    bad_version = msgspec.json.encode({"schema_version": 7, "task_id": "x", "symbol": "IBM",
-                                       "start": "2001-01-01", "end": "2001-02-01"})
+    bad_version = msgspec.json.encode(
+        {
+            "schema_version": 7,
+            "task_id": "x",
+            "symbol": "IBM",
+            "start": "2001-01-01",
+            "end": "2001-02-01",
+        }
+    )
     pipe.produce_raw(s.tasks_topic, b"IBM", bad_version)
     unknown = pipe.send_tasks([("ZZZZ", D(2001, 1, 1), D(2001, 3, 1))])
 
@@ -66,25 +84,29 @@ def test_bad_messages_go_to_the_dlq_and_park_only_their_symbol(pipeline_factory)
     wrong_version = msgspec.json.decode(contracts.encode(_bars("BADV", days, [5.0, 6.0, 7.0])))
     wrong_version["schema_version"] = 99
     pipe.produce_raw(s.data_topic, b"BADV", msgspec.json.encode(wrong_version))
-    pipe.produce_raw(s.data_topic, b"BADN",
-                     contracts.encode(_bars("BADN", days, [5.0, float("nan"), 7.0])))
+    pipe.produce_raw(
+        s.data_topic, b"BADN", contracts.encode(_bars("BADN", days, [5.0, float("nan"), 7.0]))
+    )
     negative = msgspec.json.decode(contracts.encode(_bars("NEG", days, [5.0, 6.0, 7.0])))
     negative["close"][1] = -6.0
     pipe.produce_raw(s.data_topic, b"NEG", msgspec.json.encode(negative))
     # NEG is parked now: its next (valid) message must wait, not be applied out of order.
     later = [D(2001, 1, 5), D(2001, 1, 8)]
-    pipe.produce_raw(s.data_topic, b"NEG", contracts.encode(_bars("NEG", later, [8.0, 9.0],
-                                                                   task="later")))
+    pipe.produce_raw(
+        s.data_topic, b"NEG", contracts.encode(_bars("NEG", later, [8.0, 9.0], task="later"))
+    )
 
     # Good work around them is processed.
-    good = pipe.send_tasks([("MSFT", D(2001, 1, 1), D(2001, 12, 31)),
-                            ("IBM", D(2001, 1, 1), D(2001, 12, 31))])
+    good = pipe.send_tasks(
+        [("MSFT", D(2001, 1, 1), D(2001, 12, 31)), ("IBM", D(2001, 1, 1), D(2001, 12, 31))]
+    )
     pipe.wait_tasks(good + unknown)
 
     dead = _dead_letters(s, expected=6)
     by_source = sorted((h["finpipe.source.topic"], h["finpipe.error.class"]) for _, _, h in dead)
-    assert by_source == sorted([(s.tasks_topic, "ContractError")] * 2
-                               + [(s.data_topic, "ContractError")] * 4)
+    assert by_source == sorted(
+        [(s.tasks_topic, "ContractError")] * 2 + [(s.data_topic, "ContractError")] * 4
+    )
     reasons = " | ".join(h["finpipe.error.message"] for _, _, h in dead)
     for fragment in ("malformed", "schema_version 7", "schema_version 99", "$.close[1]"):
         assert fragment in reasons
@@ -102,7 +124,10 @@ def test_bad_messages_go_to_the_dlq_and_park_only_their_symbol(pipeline_factory)
     for symbol in ("MSFT", "IBM"):
         assert assert_indicators_exact(conn, symbol) > 200
     assert {p.symbol: p.held_messages for p in parked_symbols(s)} == {
-        "BADN": 0, "BADV": 0, "NEG": 1}
+        "BADN": 0,
+        "BADV": 0,
+        "NEG": 1,
+    }
 
     # Unparking NEG skips the bad message and applies the held one.
     assert unpark(s, "NEG") == 1

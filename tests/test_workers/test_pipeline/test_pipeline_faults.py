@@ -21,8 +21,11 @@ D = dt.date
 
 def _yearly_tasks(symbols: list[str], first_year: int, years: int):
     """Chronological one-year tasks per symbol (so order problems would show)."""
-    return [(s, D(y, 1, 1), D(y, 12, 31)) for s in symbols
-            for y in range(first_year, first_year + years)]
+    return [
+        (s, D(y, 1, 1), D(y, 12, 31))
+        for s in symbols
+        for y in range(first_year, first_year + years)
+    ]
 
 
 def _processed_bars(pipe: Pipeline) -> int:
@@ -47,8 +50,9 @@ def _assert_exact_and_ordered(pipe: Pipeline, tasks) -> None:
     assert table_counts(conn) == {"prices": total, "indicators": total}
     with conn.cursor() as cur:
         # Per symbol, tasks finished in the order they were sent (their start dates).
-        cur.execute("SELECT symbol, array_agg(start_date ORDER BY completed_at) FROM tasks "
-                    "GROUP BY symbol")
+        cur.execute(
+            "SELECT symbol, array_agg(start_date ORDER BY completed_at) FROM tasks GROUP BY symbol"
+        )
         for symbol, starts in cur.fetchall():
             assert starts == sorted(starts), f"{symbol} processed out of order: {starts}"
     conn.close()
@@ -83,8 +87,11 @@ def test_sigkill_agent_and_processor_repeatedly(pipeline_factory):
 def _unfinished(pipe: Pipeline, ids: list[str]) -> int:
     conn = pipe.connect()
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM tasks WHERE task_id = ANY(%s) AND status IN "
-                    "('done', 'no_data', 'failed')", (ids,))
+        cur.execute(
+            "SELECT count(*) FROM tasks WHERE task_id = ANY(%s) AND status IN "
+            "('done', 'no_data', 'failed')",
+            (ids,),
+        )
         done = cur.fetchone()[0]
     conn.close()
     return len(ids) - done
@@ -110,7 +117,8 @@ def test_workers_join_and_leave_mid_run(pipeline_factory):
     _assert_exact_and_ordered(pipe, tasks)
     second = [w for w in pipe.workers if w.kind == "processor"][1]
     assert re.search(r"assigned \[\(\d+", second.log.read_text()), (
-        "the second processor never got partitions")
+        "the second processor never got partitions"
+    )
 
 
 def test_processor_loses_partitions_during_a_database_outage(pipeline_factory):
@@ -147,8 +155,14 @@ def test_processor_loses_partitions_during_a_database_outage(pipeline_factory):
     finally:
         proxy.close()
     _assert_exact_and_ordered(pipe, first + later)
-    dropped = sum(int(n) for n in re.findall(r"dropped (\d+) messages of partitions no longer "
-                                             r"owned", a.log.read_text()))
+    dropped = sum(
+        int(n)
+        for n in re.findall(
+            r"dropped (\d+) messages of partitions no longer "
+            r"owned",
+            a.log.read_text(),
+        )
+    )
     assert dropped > 0, "A's retry never met a revoked partition: the fault did not happen"
 
 
@@ -166,9 +180,11 @@ def _done_by_partition_owner(pipe: Pipeline, worker) -> int:
     owned = [int(p) for p in re.findall(r"\((\d+), -?\d+\)", worker.log.read_text())]
     conn = pipe.connect()
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM consumer_offsets WHERE group_id = %s AND "
-                    "partition = ANY(%s) AND updated_at > now() - interval '60 seconds'",
-                    (pipe.settings.processor_group, owned))
+        cur.execute(
+            "SELECT count(*) FROM consumer_offsets WHERE group_id = %s AND "
+            "partition = ANY(%s) AND updated_at > now() - interval '60 seconds'",
+            (pipe.settings.processor_group, owned),
+        )
         n = cur.fetchone()[0]
     conn.close()
     return n

@@ -38,8 +38,7 @@ def test_same_tasks_twice_and_overlaps_store_each_row_once(pipeline_factory):
     # The very same tasks again, and ranges overlapping the stored ones on both sides.
     pipe.wait_tasks(pipe.send_tasks(ranges, tag="again"))
     assert table_counts(conn) == first
-    overlaps = [("DUPA", D(2013, 1, 1), D(2013, 12, 31)), ("DUPB", D(2011, 6, 1),
-                                                             D(2012, 3, 31))]
+    overlaps = [("DUPA", D(2013, 1, 1), D(2013, 12, 31)), ("DUPB", D(2011, 6, 1), D(2012, 3, 31))]
     pipe.wait_tasks(pipe.send_tasks(overlaps))
 
     src = SyntheticSource()
@@ -67,8 +66,7 @@ def test_older_backfill_after_newer_days_and_a_split_rewrite_history(pipeline_fa
     expected = SyntheticSource().fetch(symbol, D(2008, 1, 1), D(2017, 12, 31))
     assert assert_indicators_exact(conn, symbol) == len(expected)
     with conn.cursor() as cur:
-        cur.execute("SELECT date, splits FROM prices WHERE symbol = %s AND splits > 0",
-                    (symbol,))
+        cur.execute("SELECT date, splits FROM prices WHERE symbol = %s AND splits > 0", (symbol,))
         stored_splits = dict(cur.fetchall())
     assert split_day in stored_splits
 
@@ -101,8 +99,10 @@ def test_state_saved_by_another_indicator_set_triggers_a_recompute(pipeline_fact
         cur.execute("SELECT state FROM indicator_state WHERE symbol = 'STALE'")
         state = msgspec.msgpack.decode(cur.fetchone()[0])
         state["spec"] = "old"
-        cur.execute("UPDATE indicator_state SET state = %s WHERE symbol = 'STALE'",
-                    (msgspec.msgpack.encode(state),))
+        cur.execute(
+            "UPDATE indicator_state SET state = %s WHERE symbol = 'STALE'",
+            (msgspec.msgpack.encode(state),),
+        )
     pipe.wait_tasks(pipe.send_tasks([("STALE", D(2013, 1, 1), D(2013, 6, 30))]))
     expected = SyntheticSource().fetch("STALE", D(2012, 1, 1), D(2013, 6, 30))
     assert assert_indicators_exact(conn, "STALE") == len(expected)

@@ -34,13 +34,23 @@ GROUP = "robustness-test"
 D = dt.date
 
 
-def raw_bars(symbol: str, dates: list[dt.date], close: list[float], volume: list[float],
-             spread: list[float]) -> RawBars:
+def raw_bars(
+    symbol: str, dates: list[dt.date], close: list[float], volume: list[float], spread: list[float]
+) -> RawBars:
     c = np.asarray(close, dtype=np.float64)
-    return RawBars(symbol, dates, open=c.copy(), high=c * (1 + np.asarray(spread)),
-                   low=c / (1 + np.asarray(spread)), close=c, adj_close=c.copy(),
-                   volume=np.asarray(volume, dtype=np.float64), dividends=np.zeros(len(c)),
-                   splits=np.zeros(len(c)), source="test")
+    return RawBars(
+        symbol,
+        dates,
+        open=c.copy(),
+        high=c * (1 + np.asarray(spread)),
+        low=c / (1 + np.asarray(spread)),
+        close=c,
+        adj_close=c.copy(),
+        volume=np.asarray(volume, dtype=np.float64),
+        dividends=np.zeros(len(c)),
+        splits=np.zeros(len(c)),
+        source="test",
+    )
 
 
 _partitions = itertools.count()
@@ -54,14 +64,20 @@ class Feed:
         self.offset = 0
 
     def messages(self, bars: RawBars, per_message: int = 1000) -> list[InputMessage]:
-        task = contracts.FetchTask(schema_version=1, symbol=bars.symbol,
-                                   task_id=contracts.make_task_id(bars.symbol, bars.dates[0],
-                                                                  bars.dates[-1]),
-                                   start=bars.dates[0], end=bars.dates[-1])
+        task = contracts.FetchTask(
+            schema_version=1,
+            symbol=bars.symbol,
+            task_id=contracts.make_task_id(bars.symbol, bars.dates[0], bars.dates[-1]),
+            start=bars.dates[0],
+            end=bars.dates[-1],
+        )
         out = []
         for m in chunk_messages(task, bars, per_message):
-            out.append(InputMessage("data", self.partition, self.offset, bars.symbol.encode(),
-                                    contracts.encode(m)))
+            out.append(
+                InputMessage(
+                    "data", self.partition, self.offset, bars.symbol.encode(), contracts.encode(m)
+                )
+            )
             self.offset += 1
         return out
 
@@ -81,8 +97,9 @@ def symbol_outcome(conn, symbol: str) -> str:
         cur.execute("SELECT status FROM symbol_state WHERE symbol = %s", (symbol,))
         row = cur.fetchone()
         if row and row[0] == "parked":
-            cur.execute("SELECT count(*) FROM dead_letters WHERE symbol = %s AND "
-                        "status = 'open'", (symbol,))
+            cur.execute(
+                "SELECT count(*) FROM dead_letters WHERE symbol = %s AND status = 'open'", (symbol,)
+            )
             assert cur.fetchone()[0] >= 1, f"{symbol} parked without a dead letter"
             return "parked"
         cur.execute("SELECT state FROM indicator_state WHERE symbol = %s", (symbol,))
@@ -111,10 +128,14 @@ def test_extreme_symbol_never_stops_the_batch(scratch):
     settings, conn = scratch
     feed = Feed()
     days = trading_days(D(2015, 1, 1), D(2015, 12, 31))
-    extreme = raw_bars("XTRM", days, [1e300 if i % 2 else 1e-300 for i in range(len(days))],
-                       [1.0] * len(days), [0.0] * len(days))
-    normal = [SyntheticSource().fetch(s, D(2015, 1, 1), D(2015, 12, 31)) for s in ("NRMA",
-                                                                                   "NRMB")]
+    extreme = raw_bars(
+        "XTRM",
+        days,
+        [1e300 if i % 2 else 1e-300 for i in range(len(days))],
+        [1.0] * len(days),
+        [0.0] * len(days),
+    )
+    normal = [SyntheticSource().fetch(s, D(2015, 1, 1), D(2015, 12, 31)) for s in ("NRMA", "NRMB")]
     batch = feed.messages(normal[0]) + feed.messages(extreme) + feed.messages(normal[1])
     result = BatchWriter(conn, GROUP, settings.max_message_bytes).apply(batch)
     conn.commit()
@@ -130,14 +151,20 @@ def test_extreme_symbol_never_stops_the_batch(scratch):
 
 magnitudes = st.sampled_from([1e-300, 1e-12, 1e-3, 1.0, 123.45, 1e6, 1e12, 1e150, 1e300])
 segments = st.lists(
-    st.tuples(magnitudes, st.sampled_from([0.0, 1.0, 1e9]), st.sampled_from([0.0, 0.01]),
-              st.integers(1, 300)),
-    min_size=1, max_size=4,
+    st.tuples(
+        magnitudes,
+        st.sampled_from([0.0, 1.0, 1e9]),
+        st.sampled_from([0.0, 0.01]),
+        st.integers(1, 300),
+    ),
+    min_size=1,
+    max_size=4,
 )
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(segments=segments, per_message=st.sampled_from([7, 250, 5000]))
 def test_symbol_sequences_are_stored_exactly_or_parked(scratch, segments, per_message):
     """Runs of extreme magnitudes, zero volume and low == high, in messages of up to 5,000
@@ -149,11 +176,13 @@ def test_symbol_sequences_are_stored_exactly_or_parked(scratch, segments, per_me
     batch = []
     for magnitude, volume, spread, n in segments:
         dates = [next(days) for _ in range(n)]
-        batch += feed.messages(raw_bars(symbol, dates, [magnitude] * n, [volume] * n,
-                                        [spread] * n), per_message)
+        batch += feed.messages(
+            raw_bars(symbol, dates, [magnitude] * n, [volume] * n, [spread] * n), per_message
+        )
     normal = [next(days) for _ in range(60)]
-    batch += feed.messages(raw_bars(symbol, normal, [50.0 + i % 7 for i in range(60)],
-                                    [1000.0] * 60, [0.02] * 60))
+    batch += feed.messages(
+        raw_bars(symbol, normal, [50.0 + i % 7 for i in range(60)], [1000.0] * 60, [0.02] * 60)
+    )
     BatchWriter(conn, GROUP, settings.max_message_bytes).apply(batch)
     conn.commit()
     assert symbol_outcome(conn, symbol) in ("exact", "parked")
@@ -168,16 +197,20 @@ def test_revised_adj_close_and_dividends_are_applied_without_a_recompute(scratch
     bars.adj_close[10] *= 0.99
     bars.dividends[20] = 0.42
     with caplog.at_level(logging.INFO, logger="workers.processor.batch"):
-        result = BatchWriter(conn, GROUP, settings.max_message_bytes).apply(
-            feed.messages(bars))
+        result = BatchWriter(conn, GROUP, settings.max_message_bytes).apply(feed.messages(bars))
     conn.commit()
     assert result.bars_stored == 2
     assert "history rewritten" not in caplog.text  # no indicator input changed
     with conn.cursor() as cur:
-        cur.execute("SELECT adj_close, dividends FROM prices WHERE symbol = 'REVD' AND "
-                    "date = ANY(%s) ORDER BY date", ([bars.dates[10], bars.dates[20]],))
-        assert cur.fetchall() == [(bars.adj_close[10], bars.dividends[10]),
-                                  (bars.adj_close[20], 0.42)]
+        cur.execute(
+            "SELECT adj_close, dividends FROM prices WHERE symbol = 'REVD' AND "
+            "date = ANY(%s) ORDER BY date",
+            ([bars.dates[10], bars.dates[20]],),
+        )
+        assert cur.fetchall() == [
+            (bars.adj_close[10], bars.dividends[10]),
+            (bars.adj_close[20], 0.42),
+        ]
     assert symbol_outcome(conn, "REVD") == "exact"
     # A revised volume is an indicator input: the history is rewritten.
     bars.volume[5] += 1

@@ -37,15 +37,27 @@ GROUP = "fencing-test"
 BLOCKED_SECONDS = 1.5
 
 
-def bar_messages(symbol: str, partition: int, start: dt.date, end: dt.date,
-                 first_offset: int = 0, per_message: int = 10) -> list[InputMessage]:
+def bar_messages(
+    symbol: str,
+    partition: int,
+    start: dt.date,
+    end: dt.date,
+    first_offset: int = 0,
+    per_message: int = 10,
+) -> list[InputMessage]:
     """The source's bars of ``symbol`` as consecutive messages of one partition."""
     bars = SyntheticSource().fetch(symbol, start, end)
-    task = contracts.FetchTask(schema_version=contracts.SCHEMA_VERSION, symbol=symbol,
-                               task_id=contracts.make_task_id(symbol, start, end),
-                               start=start, end=end)
-    return [InputMessage(TOPIC, partition, first_offset + i, symbol.encode(), contracts.encode(m))
-            for i, m in enumerate(chunk_messages(task, bars, per_message))]
+    task = contracts.FetchTask(
+        schema_version=contracts.SCHEMA_VERSION,
+        symbol=symbol,
+        task_id=contracts.make_task_id(symbol, start, end),
+        start=start,
+        end=end,
+    )
+    return [
+        InputMessage(TOPIC, partition, first_offset + i, symbol.encode(), contracts.encode(m))
+        for i, m in enumerate(chunk_messages(task, bars, per_message))
+    ]
 
 
 class Writer:
@@ -99,32 +111,47 @@ def writers(pipeline_factory) -> Iterator[tuple[Settings, list[Writer]]]:
         w.conn.close()
 
 
-def assert_fresh(conn: psycopg2.extensions.connection, symbol: str,
-                 messages: list[InputMessage]) -> None:
+def assert_fresh(
+    conn: psycopg2.extensions.connection, symbol: str, messages: list[InputMessage]
+) -> None:
     """Stored = one writer applying every message once, checked against fresh computations."""
     batches = [contracts.decode_bars(m.value) for m in messages]
-    expected = {d: [getattr(b, c)[i] for c in PRICE_COLUMNS]
-                for b in batches for i, d in enumerate(b.dates)}
+    expected = {
+        d: [getattr(b, c)[i] for c in PRICE_COLUMNS] for b in batches for i, d in enumerate(b.dates)
+    }
     with conn.cursor() as cur:
-        cur.execute(f"SELECT date, {', '.join(PRICE_COLUMNS)} FROM prices WHERE symbol = %s "
-                    "ORDER BY date", (symbol,))
+        cur.execute(
+            f"SELECT date, {', '.join(PRICE_COLUMNS)} FROM prices WHERE symbol = %s ORDER BY date",
+            (symbol,),
+        )
         stored = {r[0]: list(r[1:]) for r in cur.fetchall()}
         assert stored == dict(sorted(expected.items())), "stored prices differ from the source"
         assert assert_indicators_exact(conn, symbol) == len(expected)
-        cur.execute("SELECT last_date, bars_seen, state FROM indicator_state WHERE symbol = %s",
-                    (symbol,))
+        cur.execute(
+            "SELECT last_date, bars_seen, state FROM indicator_state WHERE symbol = %s", (symbol,)
+        )
         last_date, bars_seen, blob = cur.fetchone()
         dates = sorted(expected)
         cols = np.array([expected[d] for d in dates], dtype=np.float64).T
         columns = dict(zip(PRICE_COLUMNS, cols, strict=True))
         splits = split_events(dates, columns["splits"])
-        bars = split_adjust(Bars(columns["open"], columns["high"], columns["low"],
-                                 columns["close"], columns["volume"]), dates, splits)
+        bars = split_adjust(
+            Bars(
+                columns["open"],
+                columns["high"],
+                columns["low"],
+                columns["close"],
+                columns["volume"],
+            ),
+            dates,
+            splits,
+        )
         _, fresh_state = compute_incremental(bars, None)
         assert (last_date, bars_seen) == (dates[-1], len(dates))
         assert bytes(blob) == msgspec.msgpack.encode(fresh_state), "indicator state differs"
-        cur.execute("SELECT partition, next_offset FROM consumer_offsets WHERE group_id = %s",
-                    (GROUP,))
+        cur.execute(
+            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = %s", (GROUP,)
+        )
         offsets = dict(cur.fetchall())
     last = {}
     for m in messages:
@@ -174,8 +201,10 @@ def test_concurrent_writers_with_overlapping_batches(writers):
     msgs = bar_messages("FENCE", 0, D(2019, 1, 1), D(2020, 12, 31))  # ~50 messages
     windows = [(0, 12), (0, 20), (0, 25), (18, 40), (25, len(msgs)), (20, len(msgs))]
     for i in range(0, len(windows), 3):
-        threads = [w.run_in_thread(msgs[lo:hi]) for w, (lo, hi) in zip(ws, windows[i:i + 3],
-                                                                        strict=False)]
+        threads = [
+            w.run_in_thread(msgs[lo:hi])
+            for w, (lo, hi) in zip(ws, windows[i : i + 3], strict=False)
+        ]
         for t in threads:
             join_ok(t)
     fenced = sum(w.result.fenced for w in ws)

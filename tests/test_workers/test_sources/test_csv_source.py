@@ -26,12 +26,17 @@ HEADER = "Date,Open,High,Low,Close,Adj Close,Volume,Dividends,Stock Splits"
 
 def raw_frame() -> pd.DataFrame:
     close = np.array(RAW_CLOSE)
-    return pd.DataFrame({
-        "Open": close - 0.5, "High": close + 1.25, "Low": close - 1.5, "Close": close,
-        "Volume": np.array([1000.0 + 10 * i for i in range(len(DAYS))]),
-        "Dividends": np.where(np.arange(len(DAYS)) == 1, 0.75, 0.0),
-        "Stock Splits": np.where(np.array(DAYS) == SPLIT_DAY, RATIO, 0.0),
-    })
+    return pd.DataFrame(
+        {
+            "Open": close - 0.5,
+            "High": close + 1.25,
+            "Low": close - 1.5,
+            "Close": close,
+            "Volume": np.array([1000.0 + 10 * i for i in range(len(DAYS))]),
+            "Dividends": np.where(np.arange(len(DAYS)) == 1, 0.75, 0.0),
+            "Stock Splits": np.where(np.array(DAYS) == SPLIT_DAY, RATIO, 0.0),
+        }
+    )
 
 
 def write_yfinance_csv(path: Path) -> pd.DataFrame:
@@ -39,17 +44,21 @@ def write_yfinance_csv(path: Path) -> pd.DataFrame:
     raw bars: earlier bars divided by the split (as float32 values), tz-aware midnight dates."""
     raw = raw_frame()
     factor = np.where(np.array(DAYS) < SPLIT_DAY, RATIO, 1.0)
-    adjusted = pd.DataFrame({
-        **{c: (raw[c] / factor).astype(np.float32).astype(float)
-           for c in ("Open", "High", "Low", "Close")},
-        "Adj Close": (raw["Close"] / factor * 0.99).astype(np.float32).astype(float),
-        "Volume": (raw["Volume"] * factor).astype(np.int64),
-        "Dividends": (raw["Dividends"] / factor).astype(np.float32).astype(float),
-        "Stock Splits": raw["Stock Splits"],
-    })
-    adjusted.index = pd.DatetimeIndex(
-        [pd.Timestamp(d) for d in DAYS], name="Date"
-    ).tz_localize("America/New_York")
+    adjusted = pd.DataFrame(
+        {
+            **{
+                c: (raw[c] / factor).astype(np.float32).astype(float)
+                for c in ("Open", "High", "Low", "Close")
+            },
+            "Adj Close": (raw["Close"] / factor * 0.99).astype(np.float32).astype(float),
+            "Volume": (raw["Volume"] * factor).astype(np.int64),
+            "Dividends": (raw["Dividends"] / factor).astype(np.float32).astype(float),
+            "Stock Splits": raw["Stock Splits"],
+        }
+    )
+    adjusted.index = pd.DatetimeIndex([pd.Timestamp(d) for d in DAYS], name="Date").tz_localize(
+        "America/New_York"
+    )
     adjusted.to_csv(path)
     return adjusted
 
@@ -65,9 +74,15 @@ def test_round_trip_of_a_yfinance_file_with_a_split(source: CsvSource, tmp_path:
     bars = source.fetch("ABC", DAYS[0], DAYS[-1])
     raw = raw_frame()
     assert bars.dates == DAYS and bars.source == "csv" and bars.symbol == "ABC"
-    for name, column in (("Open", bars.open), ("High", bars.high), ("Low", bars.low),
-                         ("Close", bars.close), ("Volume", bars.volume),
-                         ("Dividends", bars.dividends), ("Stock Splits", bars.splits)):
+    for name, column in (
+        ("Open", bars.open),
+        ("High", bars.high),
+        ("Low", bars.low),
+        ("Close", bars.close),
+        ("Volume", bars.volume),
+        ("Dividends", bars.dividends),
+        ("Stock Splits", bars.splits),
+    ):
         assert column.tolist() == raw[name].tolist(), name
     assert bars.adj_close.tolist() == adjusted["Adj Close"].tolist()
 
@@ -119,20 +134,34 @@ def test_range_without_bars_is_no_data(source: CsvSource, tmp_path: Path) -> Non
     ("body", "where"),
     [
         ("Date,Open,High,Low,Close\n", r"line 1: missing column\(s\) Adj Close, Volume"),
-        (f"{HEADER}\n2024-03-04,1,2,0.5,1.5,1.5,10,0,0\n2024-03-05,1,2,abc,1.5,1.5,10,0,0\n",
-         r"line 3, column 4 \(Low\): 'abc' is not a number"),
-        (f"{HEADER}\n2024-13-04,1,2,0.5,1.5,1.5,10,0,0\n",
-         r"line 2, column 1 \(Date\): '2024-13-04' is not an ISO date"),
-        (f"{HEADER}\n2024-03-05,1,2,0.5,1.5,1.5,10,0,0\n2024-03-04,1,2,0.5,1.5,1.5,10,0,0\n",
-         r"line 3, column 1 \(Date\): date 2024-03-04 is not after"),
-        (f"{HEADER}\n2024-03-04,1,2,0.5,-1.5,1.5,10,0,0\n",
-         r"line 2, column 5 \(Close\): price is -1.5, must be > 0"),
-        (f"{HEADER}\n2024-03-04,1,2,,1.5,1.5,10,0,0\n",
-         r"line 2, column 4 \(Low\): price is empty"),
-        (f"{HEADER}\n2024-03-04,1,2,0.5,1.5,1.5,-10,0,0\n",
-         r"line 2, column 7 \(Volume\): -10.0 is negative"),
-        (f"{HEADER}\n2024-03-04,1,2,0.5,inf,1.5,10,0,0\n",
-         r"line 2, column 5 \(Close\): 'inf' is not a finite number"),
+        (
+            f"{HEADER}\n2024-03-04,1,2,0.5,1.5,1.5,10,0,0\n2024-03-05,1,2,abc,1.5,1.5,10,0,0\n",
+            r"line 3, column 4 \(Low\): 'abc' is not a number",
+        ),
+        (
+            f"{HEADER}\n2024-13-04,1,2,0.5,1.5,1.5,10,0,0\n",
+            r"line 2, column 1 \(Date\): '2024-13-04' is not an ISO date",
+        ),
+        (
+            f"{HEADER}\n2024-03-05,1,2,0.5,1.5,1.5,10,0,0\n2024-03-04,1,2,0.5,1.5,1.5,10,0,0\n",
+            r"line 3, column 1 \(Date\): date 2024-03-04 is not after",
+        ),
+        (
+            f"{HEADER}\n2024-03-04,1,2,0.5,-1.5,1.5,10,0,0\n",
+            r"line 2, column 5 \(Close\): price is -1.5, must be > 0",
+        ),
+        (
+            f"{HEADER}\n2024-03-04,1,2,,1.5,1.5,10,0,0\n",
+            r"line 2, column 4 \(Low\): price is empty",
+        ),
+        (
+            f"{HEADER}\n2024-03-04,1,2,0.5,1.5,1.5,-10,0,0\n",
+            r"line 2, column 7 \(Volume\): -10.0 is negative",
+        ),
+        (
+            f"{HEADER}\n2024-03-04,1,2,0.5,inf,1.5,10,0,0\n",
+            r"line 2, column 5 \(Close\): 'inf' is not a finite number",
+        ),
         (f"{HEADER}\n2024-03-04,1,2,0.5\n", r"line 2: 4 fields, the header has 9"),
         ("", r"line 1: empty file"),
     ],
@@ -165,8 +194,9 @@ def test_file_changes_are_picked_up(source: CsvSource, tmp_path: Path) -> None:
     path = tmp_path / "CHG.csv"
     path.write_text(f"{HEADER}\n2024-03-04,1,2,0.5,1.5,1.5,10,0,0\n")
     assert source.fetch("CHG", DAYS[0], DAYS[-1]).close.tolist() == [1.5]
-    path.write_text(f"{HEADER}\n2024-03-04,1,2,0.5,1.5,1.5,10,0,0\n"
-                    "2024-03-05,1,2,0.5,1.75,1.5,10,0,0\n")
+    path.write_text(
+        f"{HEADER}\n2024-03-04,1,2,0.5,1.5,1.5,10,0,0\n2024-03-05,1,2,0.5,1.75,1.5,10,0,0\n"
+    )
     assert source.fetch("CHG", DAYS[0], DAYS[-1]).close.tolist() == [1.5, 1.75]
 
 
@@ -178,11 +208,18 @@ def test_directory_must_exist(tmp_path: Path) -> None:
 def test_raw_bars_from_adjusted_uses_splits_after_the_last_bar() -> None:
     days = [dt.date(2024, 3, 4), dt.date(2024, 3, 5)]
     bars = raw_bars_from_adjusted(
-        "X", days, open_=np.array([10.0, 11.0]), high=np.array([10.0, 11.0]),
-        low=np.array([10.0, 11.0]), close=np.array([10.0, 11.0]),
-        adj_close=np.array([9.0, 10.0]), volume=np.array([400.0, 400.0]),
-        dividends=np.zeros(2), splits=np.zeros(2),
-        all_splits=[(dt.date(2024, 3, 5), 2.0), (dt.date(2024, 4, 1), 4.0)], source="t",
+        "X",
+        days,
+        open_=np.array([10.0, 11.0]),
+        high=np.array([10.0, 11.0]),
+        low=np.array([10.0, 11.0]),
+        close=np.array([10.0, 11.0]),
+        adj_close=np.array([9.0, 10.0]),
+        volume=np.array([400.0, 400.0]),
+        dividends=np.zeros(2),
+        splits=np.zeros(2),
+        all_splits=[(dt.date(2024, 3, 5), 2.0), (dt.date(2024, 4, 1), 4.0)],
+        source="t",
     )
     assert bars.close.tolist() == [80.0, 44.0]
     assert bars.volume.tolist() == [50.0, 100.0]

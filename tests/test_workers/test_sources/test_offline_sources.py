@@ -27,8 +27,9 @@ class TestSample:
     def test_raw_close_over_split_factor_tracks_the_adjusted_close(self) -> None:
         # Raw prices divided by the later splits differ from adj_close only by dividends.
         bars = SampleSource().fetch("AAPL", D(2000, 3, 1), D(2006, 12, 31))
-        factors = split_factors(bars.dates, [(d, r) for d, r in
-                                             zip(bars.dates, bars.splits, strict=True) if r])
+        factors = split_factors(
+            bars.dates, [(d, r) for d, r in zip(bars.dates, bars.splits, strict=True) if r]
+        )
         ratio = (bars.close / factors) / bars.adj_close
         assert np.ptp(ratio) / ratio.mean() < 0.02
 
@@ -47,8 +48,9 @@ class TestSynthetic:
         long = source.fetch("DET", D(2009, 6, 1), D(2020, 1, 1))
         i = long.dates.index(short.dates[0])
         for column in ("open", "high", "low", "close", "volume", "splits", "dividends"):
-            np.testing.assert_array_equal(getattr(short, column),
-                                          getattr(long, column)[i:i + len(short)])
+            np.testing.assert_array_equal(
+                getattr(short, column), getattr(long, column)[i : i + len(short)]
+            )
 
     def test_sessions_only_and_valid_prices(self) -> None:
         bars = SyntheticSource().fetch("VAL", D(2012, 1, 1), D(2012, 12, 31))

@@ -57,8 +57,11 @@ class TestPostgresRateLimiter:
     def test_two_agents_share_one_limit(self, limiter_factory, budget: str) -> None:
         rates = [Rate(3, Duration.MINUTE)]
         agent_a, agent_b = limiter_factory(rates=rates), limiter_factory(rates=rates)
-        assert [agent_a.try_acquire(budget), agent_b.try_acquire(budget),
-                agent_a.try_acquire(budget)] == [0.0, 0.0, 0.0]
+        assert [
+            agent_a.try_acquire(budget),
+            agent_b.try_acquire(budget),
+            agent_a.try_acquire(budget),
+        ] == [0.0, 0.0, 0.0]
         wait_b, wait_a = agent_b.try_acquire(budget), agent_a.try_acquire(budget)
         # The oldest admission leaves the one-minute window in just under 60 s.
         assert 55.0 < wait_b <= 60.01 and 55.0 < wait_a <= 60.01
@@ -124,8 +127,10 @@ def test_in_memory_limiter_has_the_same_interface() -> None:
 
 
 def test_make_rates() -> None:
-    assert [(r.limit, r.interval) for r in make_rates(60, 1500)] == [(60, 60_000),
-                                                                      (1500, 3_600_000)]
+    assert [(r.limit, r.interval) for r in make_rates(60, 1500)] == [
+        (60, 60_000),
+        (1500, 3_600_000),
+    ]
     assert [(r.limit, r.interval) for r in make_rates(None, 100)] == [(100, 3_600_000)]
     with pytest.raises(ValueError):
         make_rates(None, None)

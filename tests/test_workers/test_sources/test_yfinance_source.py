@@ -164,8 +164,13 @@ class FakeYahoo:
     # Raw OHLCV derived from the close, with few enough digits to compare exactly.
     def raw(self, day: dt.date) -> dict[str, float]:
         close = self.raw_close[day]
-        return {"open": close - 0.5, "high": close + 1.25, "low": close - 1.5, "close": close,
-                "volume": 1000.0 + 10 * day.day}
+        return {
+            "open": close - 0.5,
+            "high": close + 1.25,
+            "low": close - 1.5,
+            "close": close,
+            "volume": 1000.0 + 10 * day.day,
+        }
 
     def factor(self, day: dt.date) -> float:
         """Yahoo divides a bar by every split dated after it, whatever range was asked."""
@@ -189,15 +194,33 @@ class FakeYahoo:
             days = days[-1:]
         result: dict[str, Any] = {
             "meta": {
-                "currency": "USD", "symbol": self.symbol, "exchangeName": "NMS",
-                "fullExchangeName": "NasdaqGS", "instrumentType": "EQUITY",
+                "currency": "USD",
+                "symbol": self.symbol,
+                "exchangeName": "NMS",
+                "fullExchangeName": "NasdaqGS",
+                "instrumentType": "EQUITY",
                 "firstTradeDate": session_open(min(self.raw_close)),
                 "regularMarketTime": session_open(max(self.raw_close)),
-                "hasPrePostMarketData": True, "gmtoffset": -14400, "timezone": "EDT",
-                "exchangeTimezoneName": "America/New_York", "priceHint": 2,
-                "dataGranularity": "1d", "range": params.get("range", ""),
-                "validRanges": ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y",
-                                "ytd", "max"],
+                "hasPrePostMarketData": True,
+                "gmtoffset": -14400,
+                "timezone": "EDT",
+                "exchangeTimezoneName": "America/New_York",
+                "priceHint": 2,
+                "dataGranularity": "1d",
+                "range": params.get("range", ""),
+                "validRanges": [
+                    "1d",
+                    "5d",
+                    "1mo",
+                    "3mo",
+                    "6mo",
+                    "1y",
+                    "2y",
+                    "5y",
+                    "10y",
+                    "ytd",
+                    "max",
+                ],
             },
             "indicators": {"quote": [{}], "adjclose": [{}]},
         }
@@ -205,20 +228,29 @@ class FakeYahoo:
             adj = [self.adjusted(d) for d in days]
             result["timestamp"] = [session_open(d) for d in days]
             result["indicators"] = {
-                "quote": [{k: [a[k] for a in adj]
-                           for k in ("open", "high", "low", "close", "volume")}],
+                "quote": [
+                    {k: [a[k] for a in adj] for k in ("open", "high", "low", "close", "volume")}
+                ],
                 "adjclose": [{"adjclose": [a["adjclose"] for a in adj]}],
             }
             result["events"] = {
                 "splits": {
-                    str(session_open(d)): {"date": session_open(d), "numerator": r,
-                                           "denominator": 1.0, "splitRatio": f"{r:g}:1"}
-                    for d, r in self.splits.items() if wanted(d)
+                    str(session_open(d)): {
+                        "date": session_open(d),
+                        "numerator": r,
+                        "denominator": 1.0,
+                        "splitRatio": f"{r:g}:1",
+                    }
+                    for d, r in self.splits.items()
+                    if wanted(d)
                 },
                 "dividends": {
-                    str(session_open(d)): {"amount": f32(v / self.factor(d)),
-                                           "date": session_open(d)}
-                    for d, v in self.dividends.items() if wanted(d)
+                    str(session_open(d)): {
+                        "amount": f32(v / self.factor(d)),
+                        "date": session_open(d),
+                    }
+                    for d, v in self.dividends.items()
+                    if wanted(d)
                 },
             }
         return {"chart": {"result": [result], "error": None}}
@@ -231,11 +263,28 @@ class FakeYahoo:
             symbol = url.rsplit("/", 1)[-1]
             if symbol == self.symbol:
                 return FakeResponse(200, self.chart(params), url)
-            return FakeResponse(404, {"chart": {"result": None, "error": {
-                "code": "Not Found", "description": "No data found, symbol may be delisted"}}})
+            return FakeResponse(
+                404,
+                {
+                    "chart": {
+                        "result": None,
+                        "error": {
+                            "code": "Not Found",
+                            "description": "No data found, symbol may be delisted",
+                        },
+                    }
+                },
+            )
         if "quoteSummary" in url:
-            return FakeResponse(404, {"quoteSummary": {"result": None, "error": {
-                "code": "Not Found", "description": "Quote not found for symbol"}}})
+            return FakeResponse(
+                404,
+                {
+                    "quoteSummary": {
+                        "result": None,
+                        "error": {"code": "Not Found", "description": "Quote not found for symbol"},
+                    }
+                },
+            )
         return FakeResponse(404, "Not Found", url)
 
     def chart_calls(self) -> list[dict[str, Any]]:
@@ -277,8 +326,9 @@ def make_source(cache_dir: str) -> Callable[..., YFinanceSource]:
 @pytest.fixture
 def yahoo_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeYahoo]:
     def make(symbol: str, closes: list[float] = CLOSES, **kwargs: Any) -> FakeYahoo:
-        return install(monkeypatch, FakeYahoo(symbol, dict(zip(MARCH, closes, strict=True)),
-                                              **kwargs))
+        return install(
+            monkeypatch, FakeYahoo(symbol, dict(zip(MARCH, closes, strict=True)), **kwargs)
+        )
 
     return make
 
@@ -294,8 +344,13 @@ def quiet_pandas() -> Iterator[None]:
 def expect_raw(yahoo: FakeYahoo, days: list[dt.date], bars: Any) -> None:
     assert bars.dates == days
     raw = [yahoo.raw(d) for d in days]
-    for key, column in (("open", bars.open), ("high", bars.high), ("low", bars.low),
-                        ("close", bars.close), ("volume", bars.volume)):
+    for key, column in (
+        ("open", bars.open),
+        ("high", bars.high),
+        ("low", bars.low),
+        ("close", bars.close),
+        ("volume", bars.volume),
+    ):
         assert column.tolist() == [r[key] for r in raw], key
     assert bars.adj_close.tolist() == [yahoo.adjusted(d)["adjclose"] for d in days]
     assert bars.splits.tolist() == [yahoo.splits.get(d, 0.0) for d in days]
@@ -367,7 +422,6 @@ class TestRawPrices:
         expect_raw(yahoo, MARCH, bars)
         assert len(yahoo.chart_calls()) == 1
 
-
     def test_split_dated_on_a_day_without_bar_in_an_old_range(
         self, make_source, yahoo_factory
     ) -> None:
@@ -389,9 +443,7 @@ class TestCompletedSessions:
         bars = make_source(now).fetch("LIVE", MARCH[0], MARCH[-1])
         expect_raw(yahoo, MARCH[:-1], bars)
 
-    def test_range_with_no_completed_session_asks_nobody(
-        self, make_source, yahoo_factory
-    ) -> None:
+    def test_range_with_no_completed_session_asks_nobody(self, make_source, yahoo_factory) -> None:
         yahoo = yahoo_factory("EARLY")
         with pytest.raises(NoDataError, match="no completed session"):
             make_source(at(MARCH[-1], 11)).fetch("EARLY", MARCH[-1], MARCH[-1])
@@ -425,8 +477,10 @@ class TestErrors:
         with pytest.raises(SourceUnavailableError):
             make_source().fetch("BUSY2", MARCH[0], MARCH[-1])
 
-    @pytest.mark.parametrize("error", [curl_errors.ConnectionError, requests.ConnectionError,
-                                       curl_errors.Timeout, TimeoutError])
+    @pytest.mark.parametrize(
+        "error",
+        [curl_errors.ConnectionError, requests.ConnectionError, curl_errors.Timeout, TimeoutError],
+    )
     def test_network_error_is_retriable(self, make_source, yahoo_factory, error) -> None:
         yahoo = yahoo_factory("NET")
 
@@ -463,8 +517,19 @@ class TestErrors:
             if "getcrumb" in url:
                 return FakeResponse(200, "crumb-1", url)
             if CHART in url:
-                return FakeResponse(503, {"chart": {"result": None, "error": {
-                    "code": "Internal Server Error", "description": "backend timeout"}}}, url)
+                return FakeResponse(
+                    503,
+                    {
+                        "chart": {
+                            "result": None,
+                            "error": {
+                                "code": "Internal Server Error",
+                                "description": "backend timeout",
+                            },
+                        }
+                    },
+                    url,
+                )
             return FakeResponse(200, "<html></html>", url)
 
         monkeypatch.setattr(curl_cffi.requests.Session, "request", transport)
@@ -485,11 +550,13 @@ class TestErrors:
         (YFPricesMissingError("X", ""), 200, NoDataError),
         (YFTzMissingError("X"), None, NoDataError),
         (curl_errors.HTTPError("HTTP 404", 0, FakeResponse(404, "")), None, NoDataError),
-        (curl_errors.HTTPError("HTTP 502", 0, FakeResponse(502, "")), None,
-         SourceUnavailableError),
+        (curl_errors.HTTPError("HTTP 502", 0, FakeResponse(502, "")), None, SourceUnavailableError),
         (json.JSONDecodeError("Expecting value", "<html>", 0), None, SourceUnavailableError),
-        (YFDataException("*** YAHOO! FINANCE IS CURRENTLY DOWN! ***"), None,
-         SourceUnavailableError),
+        (
+            YFDataException("*** YAHOO! FINANCE IS CURRENTLY DOWN! ***"),
+            None,
+            SourceUnavailableError,
+        ),
         (YFDataException("something else"), None, SourceError),
         (KeyError("exchangeTimezoneName"), None, SourceError),
         (ConnectionResetError("reset"), None, SourceUnavailableError),
