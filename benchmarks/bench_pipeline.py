@@ -37,7 +37,6 @@ import datetime as dt
 import io
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -62,7 +61,7 @@ from finpipe_core import contracts
 from finpipe_core import tasks as task_rows
 from finpipe_core.calendar import trading_days
 from finpipe_core.db import apply_migrations, connect, connection
-from finpipe_core.db.bulk import pack_rows
+from finpipe_core.db.bulk import copy_rows, pack_rows
 from finpipe_core.indicators import INDICATOR_COLUMNS, Bars, compute_batch, split_adjust
 from finpipe_core.kafka import producer_config
 from finpipe_core.settings import Settings
@@ -415,33 +414,6 @@ def seed_design_rate(settings: Settings, symbols: list[str], years: int) -> tupl
     return bars, elapsed
 
 
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_COPY_TRAILER = struct.pack(">h", -1)
-
-
-def _pack_with_nulls(symbol: str, dates: list[dt.date], cols: list[np.ndarray]) -> bytes:
-    """Binary COPY rows with NaN as NULL: rows past every warm-up take the vectorised packer,
-    the few warm-up rows are packed one by one."""
-    stacked = np.vstack(cols)
-    has_nan = np.isnan(stacked).any(axis=0)
-    first_full = int(np.argmin(has_nan)) if not has_nan.all() else len(dates)
-    if has_nan[first_full:].any():
-        raise ValueError("NaN after the warm-up")
-    sym = symbol.encode()
-    out = io.BytesIO()
-    epoch = dt.date(2000, 1, 1).toordinal()
-    for i in range(first_full):
-        out.write(
-            struct.pack(
-                f">hi{len(sym)}sii", 2 + len(cols), len(sym), sym, 4, dates[i].toordinal() - epoch
-            )
-        )
-        for v in stacked[:, i]:
-            out.write(struct.pack(">i", -1) if v != v else struct.pack(">id", 8, v))
-    out.write(pack_rows(symbol, dates[first_full:], [c[first_full:] for c in cols]))
-    return out.getvalue()
-
-
 def talib_copy_rate(settings: Settings, symbols: list[str], years: int) -> tuple[int, float]:
     """The best single process: fetch every task of a symbol, TA-Lib over the whole symbol,
     binary COPY of its price and indicator rows (NaN as NULL) into the same empty tables."""
@@ -464,16 +436,14 @@ def talib_copy_rate(settings: Settings, symbols: list[str], years: int) -> tuple
             )
             out = compute_batch(adjusted)
             prices = pack_rows(symbol, dates, [cols[c] for c in PRICE_COLUMNS])
-            indicators = _pack_with_nulls(symbol, dates, [out[c] for c in INDICATOR_COLUMNS])
+            indicators = pack_rows(
+                symbol, dates, [out[c] for c in INDICATOR_COLUMNS], nan_as_null=True
+            )
             for table, columns, payload in (
                 ("prices", PRICE_COLUMNS, prices),
                 ("indicators", INDICATOR_COLUMNS, indicators),
             ):
-                cur.copy_expert(
-                    f"COPY {table} (symbol, date, {', '.join(columns)}) FROM STDIN "
-                    "WITH (FORMAT binary)",
-                    io.BytesIO(_COPY_HEADER + payload + _COPY_TRAILER),
-                )
+                copy_rows(cur, table, ("symbol", "date", *columns), [payload])
             conn.commit()
             bars += len(dates)
     elapsed = time.perf_counter() - t0
