@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finpipe_core.db.bulk import copy_rows, pack_rows, upsert_rows
+from finpipe_core.db.bulk import FEW_ROWS, copy_rows, pack_rows, upsert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +109,11 @@ def test_copy_refuses_an_existing_key_and_upsert_overwrites_it(cur) -> None:
         [pack_rows("AAPL", DAYS[1:3], list((2 * one).T))],
     )
     assert [r[0] for r in _read(cur).values()] == [1.0, 2.0, 2.0]
+
+
+def test_few_rows_are_packed_as_the_array_packer_packs_them() -> None:
+    """Short messages take a per-row packer; its bytes must be the array packer's."""
+    values = np.random.default_rng(7).standard_normal((FEW_ROWS + 1, 4)) * 1e6
+    many = pack_rows("BRK-B", DAYS[: FEW_ROWS + 1], list(values.T), nan_as_null=True)
+    few = pack_rows("BRK-B", DAYS[:FEW_ROWS], list(values[:FEW_ROWS].T), nan_as_null=True)
+    assert many.startswith(few) and len(few) == len(many) * FEW_ROWS // (FEW_ROWS + 1)
