@@ -9,14 +9,17 @@ per-value Python work). Values are float8 bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import struct
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -162,11 +165,13 @@ def _pack_with_nulls(
 
 def _copy(cur: Cursor, table: str, columns: Sequence[str], packed: Sequence[bytes]) -> None:
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    data = b"".join([_HEADER, *packed, _TRAILER])
     cur.copy_expert(
         sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)")
         .format(sql.Identifier(table), cols)
         .as_string(cur),
-        io.BytesIO(b"".join([_HEADER, *packed, _TRAILER])),
+        io.BytesIO(data),
+        size=len(data),  # one read: no trip back into Python (and the GIL) per 8 KB
     )
 
 
@@ -176,6 +181,33 @@ def copy_rows(cur: Cursor, table: str, columns: Sequence[str], packed: Sequence[
     overwritten; rows that may exist go through ``upsert_rows``."""
     if any(packed):
         _copy(cur, table, columns, packed)
+
+
+@lru_cache(maxsize=16)
+def _read_dtype(n_columns: int) -> np.dtype:
+    return np.dtype(
+        [
+            ("count", ">i2"),
+            ("date_len", ">i4"),
+            ("date", ">i4"),
+            ("values", np.dtype([("len", ">i4"), ("val", ">f8")]), (n_columns,)),
+        ]
+    )
+
+
+def read_rows(
+    cur: Cursor, query: str, params: Sequence[object], n_columns: int
+) -> tuple[list[dt.date], np.ndarray]:
+    """The rows of ``query`` (a date, then ``n_columns`` float8 that are never NULL) through
+    a binary COPY: dates and a (columns x rows) float64 array, without a Python object per
+    value (a symbol's whole history, read for a rewrite: ~10x cheaper than ``fetchall``)."""
+    out = io.BytesIO()
+    cur.copy_expert(f"COPY ({cur.mogrify(query, params).decode()}) TO STDOUT (FORMAT binary)", out)
+    data = out.getbuffer()
+    header = len(_HEADER)
+    rows = np.frombuffer(data[header : len(data) - len(_TRAILER)], dtype=_read_dtype(n_columns))
+    days = (rows["date"].astype(np.int64) + _PG_EPOCH_ORDINAL).tolist()
+    return [dt.date.fromordinal(d) for d in days], rows["values"]["val"].astype(np.float64).T
 
 
 def upsert_rows(
@@ -211,3 +243,44 @@ def upsert_rows(
         )
     )
     cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(staging)))
+
+
+class BackgroundCopy:
+    """Plain COPYs on the caller's connection, run in a thread while the caller goes on.
+
+    psycopg2 releases the GIL while PostgreSQL takes the rows in, so the caller computes the
+    next rows while the server inserts these: the two run on two cores instead of one after
+    the other. One COPY at a time, in order. The caller must ``wait()`` before any other
+    statement on the connection (statements stay in order, and a COPY's error is raised
+    there, before anything else uses the transaction).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._cur = conn.cursor()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    def start(self, copies: Sequence[tuple[str, Sequence[str], Sequence[bytes]]]) -> None:
+        """Run ``copy_rows`` for each ``(table, columns, packed)`` after the running ones."""
+        self.wait()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy")
+        self._pending = self._executor.submit(self._run, copies)
+
+    def _run(self, copies: Sequence[tuple[str, Sequence[str], Sequence[bytes]]]) -> None:
+        for table, columns, packed in copies:
+            copy_rows(self._cur, table, columns, packed)
+
+    def wait(self) -> None:
+        """Return when no COPY is running; raise the error of a COPY that failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for a running COPY, errors ignored (the caller is already failing or done)."""
+        with contextlib.suppress(Exception):  # the caller rolls the transaction back
+            self.wait()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None

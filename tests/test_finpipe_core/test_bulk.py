@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finpipe_core.db.bulk import FEW_ROWS, copy_rows, pack_rows, upsert_rows
+from finpipe_core.db.bulk import FEW_ROWS, copy_rows, pack_rows, read_rows, upsert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +117,18 @@ def test_few_rows_are_packed_as_the_array_packer_packs_them() -> None:
     many = pack_rows("BRK-B", DAYS[: FEW_ROWS + 1], list(values.T), nan_as_null=True)
     few = pack_rows("BRK-B", DAYS[:FEW_ROWS], list(values[:FEW_ROWS].T), nan_as_null=True)
     assert many.startswith(few) and len(few) == len(many) * FEW_ROWS // (FEW_ROWS + 1)
+
+
+def test_read_rows_returns_what_was_written(cur) -> None:
+    values = np.random.default_rng(3).standard_normal((len(DAYS), 4)) * 1e3
+    copy_rows(
+        cur, "bulk_t", ("symbol", "date", *COLUMNS), [pack_rows("AAPL", DAYS, list(values.T))]
+    )
+    copy_rows(
+        cur, "bulk_t", ("symbol", "date", *COLUMNS), [pack_rows("IBM", DAYS, list(-values.T))]
+    )
+    dates, columns = read_rows(
+        cur, "SELECT date, a, b, c, d FROM bulk_t WHERE symbol = %s ORDER BY date", ("AAPL",), 4
+    )
+    assert dates == DAYS
+    assert np.array_equal(columns, values.T)
