@@ -142,10 +142,18 @@ class BatchWriter:
         symbols = {s for m in messages if (s := _symbol_from_key(m.key))}
         lock_symbols(self.cur, symbols)
         self._load_symbols(symbols)
+        decoded = [self._decode(m) for m in messages]
+        merged: set[int] = set()  # later messages already applied with an earlier one
         try:
-            for msg in messages:
+            for i, msg in enumerate(messages):
                 result.next_offsets[(msg.topic, msg.partition)] = msg.offset + 1
-                self._apply_one(msg, result)
+                if i in merged:
+                    continue
+                run = self._append_run(i, messages, decoded)
+                if run and self._apply_run([decoded[j] for j in run], result):
+                    merged.update(run)
+                else:
+                    self._apply_one(msg, decoded[i], result)
                 if self._buffered_bytes() >= BACKGROUND_COPY_BYTES:
                     self._flush_in_background()
             self._flush()
@@ -203,17 +211,92 @@ class BatchWriter:
             )
         return fresh
 
-    def _apply_one(self, msg: InputMessage, result: BatchResult) -> None:
-        # The connection is this message's only once the background COPY is done; a COPY's
-        # error is raised here, outside the message's own error handling (it is not this
-        # message's fault: the batch fails and is retried message by message).
-        self._copy.wait()
+    def _decode(self, msg: InputMessage) -> BarBatch | ContractError:
         try:
             batch = contracts.decode_bars(msg.value, self.max_message_bytes)
             if msg.key is not None and msg.key != batch.symbol.encode():
                 raise ContractError(f"key {msg.key!r} is not the symbol {batch.symbol!r}")
         except ContractError as exc:
-            self._dead_letter(msg, exc, result, symbol=_symbol_from_key(msg.key))
+            return exc
+        return batch
+
+    def _append_run(
+        self, start: int, messages: list[InputMessage], decoded: list[BarBatch | ContractError]
+    ) -> list[int]:
+        """Positions of the messages of ``messages[start]``'s symbol, from ``start`` on, that
+        are plain appends one after the other (at least two, or none).
+
+        A backfill batch holds several consecutive tasks or chunks of one symbol; computed
+        together they cost one engine call, and a split among them is adjusted before
+        anything is written instead of rewriting rows this batch has just stored. Other
+        symbols' messages in between do not matter: symbols are independent.
+        """
+        first = decoded[start]
+        if not isinstance(first, BarBatch) or first.status != "ok" or not first.dates:
+            return []
+        state = self.symbols.get(first.symbol)
+        if state is None or state.parked or (state.last_date is not None and state.stale):
+            return []
+        run: list[int] = []
+        last = state.last_date
+        for j in range(start, len(messages)):
+            if messages[j].key != messages[start].key:
+                continue
+            batch = decoded[j]
+            if (
+                not isinstance(batch, BarBatch)
+                or batch.status != "ok"
+                or not batch.dates
+                or (last is not None and batch.dates[0] <= last)
+                # With stored history a split rewrites it: that message goes on its own.
+                or (state.last_date is not None and any(is_split(x) for x in batch.splits))
+            ):
+                break
+            run.append(j)
+            last = batch.dates[-1]
+        return run if len(run) > 1 else []
+
+    def _apply_run(self, batches: list[BarBatch], result: BatchResult) -> bool:
+        """Append the bars of several messages of one symbol with one engine call.
+
+        Nothing is written if any of them fails: the caller then applies each message on
+        its own, so the failing one is dead-lettered exactly as it would be alone.
+        """
+        symbol = batches[0].symbol
+        state = self.symbols[symbol]
+        dates = [d for b in batches for d in b.dates]
+        raw = {
+            c: np.concatenate([np.asarray(getattr(b, c), dtype=np.float64) for b in batches])
+            for c in PRICE_COLUMNS
+        }
+        before = (replace(state), len(self._new_prices), len(self._new_indicators))
+        dirty = symbol in self._dirty
+        try:
+            bars = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
+            stored = self._append(symbol, dates, raw, state, bars)
+        except RETRIABLE_DB_ERRORS:
+            raise
+        except Exception:
+            saved, n_prices, n_indicators = before
+            self.symbols[symbol] = saved
+            del self._new_prices[n_prices:], self._new_indicators[n_indicators:]
+            if not dirty:
+                self._dirty.discard(symbol)
+            return False
+        result.bars_stored += stored
+        for batch in batches:
+            self._record_task(batch)
+        return True
+
+    def _apply_one(
+        self, msg: InputMessage, batch: BarBatch | ContractError, result: BatchResult
+    ) -> None:
+        # The connection is this message's only once the background COPY is done; a COPY's
+        # error is raised here, outside the message's own error handling (it is not this
+        # message's fault: the batch fails and is retried message by message).
+        self._copy.wait()
+        if isinstance(batch, ContractError):
+            self._dead_letter(msg, batch, result, symbol=_symbol_from_key(msg.key))
             return
         state = self.symbols.setdefault(batch.symbol, SymbolState())
         if state.parked:

@@ -7,6 +7,7 @@ background COPY that fails fails the batch instead of being lost.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import numpy as np
 import psycopg2
@@ -44,26 +45,42 @@ def every_message_in_background(monkeypatch):
     return started
 
 
-def test_background_copies_give_the_fresh_computation(scratch, every_message_in_background):  # noqa: F811
+def test_background_copies_give_the_fresh_computation(
+    scratch,  # noqa: F811
+    every_message_in_background,
+    caplog,
+):
     settings, conn = scratch
     feed = Feed()
     source = SyntheticSource()
-    years = [(D(y, 1, 1), D(y, 12, 31)) for y in (2009, 2010, 2011, 2012)]
-    batch = []
-    for start, end in years:  # year by year, symbols interleaved, 100-bar messages
-        for symbol in SYMBOLS:
-            batch += feed.messages(source.fetch(symbol, start, end), per_message=100)
-        if start.year == 2010:  # a re-sent task: compared with the stored rows, then skipped
-            batch += feed.messages(source.fetch("BG01", start, end), per_message=100)
-    days = [b for b in source.fetch("BADX", D(2012, 1, 1), D(2012, 3, 31)).dates]
+
+    def year_messages(year: int) -> list:
+        start, end = D(year, 1, 1), D(year, 12, 31)
+        return [m for s in SYMBOLS for m in feed.messages(source.fetch(s, start, end), 100)]
+
+    # Batch 1: two years per symbol, symbols interleaved, 100-bar messages, a bad message.
+    first = year_messages(2009) + year_messages(2010)
+    days = source.fetch("BADX", D(2010, 1, 1), D(2010, 3, 31)).dates
     bad = raw_bars("BADX", days, [1e300] * len(days), [1.0] * len(days), [0.0] * len(days))
-    batch[len(batch) // 2 : len(batch) // 2] = feed.messages(bad)
+    first[len(first) // 2 : len(first) // 2] = feed.messages(bad)
+    # Batch 2: BG10's and BG16's splits rewrite their stored history; a re-sent 2010 task of
+    # BG01 is compared with the stored rows and skipped; background COPYs run in between.
+    second = year_messages(2011) + feed.messages(
+        source.fetch("BG01", D(2010, 1, 1), D(2010, 12, 31))
+    )
+    second += year_messages(2012)
+    caplog.set_level(logging.INFO, logger="workers.processor.batch")
+    writer_results = []
+    for batch in (first, second):
+        every_message_in_background.clear()
+        writer_results.append(BatchWriter(conn, GROUP, settings.max_message_bytes).apply(batch))
+        conn.commit()
+        assert len(every_message_in_background) >= 4, "rows were not COPYed in the background"
 
-    result = BatchWriter(conn, GROUP, settings.max_message_bytes).apply(batch)
-    conn.commit()
-
-    assert len(every_message_in_background) >= len(batch) - 10  # nearly every message
-    assert [d.message.key for d in result.dead_letters] == [b"BADX"]
+    rewritten = {r.args[0] for r in caplog.records if "history rewritten" in r.msg}
+    assert rewritten == {"BG10", "BG16"}
+    assert [d.message.key for d in writer_results[0].dead_letters] == [b"BADX"]
+    assert not writer_results[1].dead_letters
     assert {s: symbol_outcome(conn, s) for s in (*SYMBOLS, "BADX")} == {
         **dict.fromkeys(SYMBOLS, "exact"),
         "BADX": "parked",
@@ -71,6 +88,8 @@ def test_background_copies_give_the_fresh_computation(scratch, every_message_in_
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM prices WHERE symbol = 'BG01'")
         assert cur.fetchone()[0] == len(source.fetch("BG01", D(2009, 1, 1), D(2012, 12, 31)))
+        cur.execute("SELECT count(*) FROM revisions WHERE symbol = 'BG01'")
+        assert cur.fetchone()[0] == 0
 
 
 def test_a_failed_background_copy_fails_the_batch(scratch, every_message_in_background):  # noqa: F811
