@@ -143,13 +143,16 @@ class BatchWriter:
         lock_symbols(self.cur, symbols)
         self._load_symbols(symbols)
         decoded = [self._decode(m) for m in messages]
+        by_key: dict[bytes | None, list[int]] = {}
+        for i, m in enumerate(messages):
+            by_key.setdefault(m.key, []).append(i)
         merged: set[int] = set()  # later messages already applied with an earlier one
         try:
             for i, msg in enumerate(messages):
                 result.next_offsets[(msg.topic, msg.partition)] = msg.offset + 1
                 if i in merged:
                     continue
-                run = self._append_run(i, messages, decoded)
+                run = self._append_run(i, by_key[msg.key], decoded)
                 if run and self._apply_run([decoded[j] for j in run], result):
                     merged.update(run)
                 else:
@@ -221,10 +224,11 @@ class BatchWriter:
         return batch
 
     def _append_run(
-        self, start: int, messages: list[InputMessage], decoded: list[BarBatch | ContractError]
+        self, start: int, same_key: list[int], decoded: list[BarBatch | ContractError]
     ) -> list[int]:
-        """Positions of the messages of ``messages[start]``'s symbol, from ``start`` on, that
-        are plain appends one after the other (at least two, or none).
+        """Positions of the messages of ``start``'s symbol (``same_key``: the positions of
+        every message with its key), from ``start`` on, that are plain appends one after the
+        other (at least two, or none).
 
         A backfill batch holds several consecutive tasks or chunks of one symbol; computed
         together they cost one engine call, and a split among them is adjusted before
@@ -232,16 +236,19 @@ class BatchWriter:
         symbols' messages in between do not matter: symbols are independent.
         """
         first = decoded[start]
-        if not isinstance(first, BarBatch) or first.status != "ok" or not first.dates:
+        if (
+            len(same_key) < 2
+            or not isinstance(first, BarBatch)
+            or first.status != "ok"
+            or not first.dates
+        ):
             return []
         state = self.symbols.get(first.symbol)
         if state is None or state.parked or (state.last_date is not None and state.stale):
             return []
         run: list[int] = []
         last = state.last_date
-        for j in range(start, len(messages)):
-            if messages[j].key != messages[start].key:
-                continue
+        for j in same_key[same_key.index(start) :]:
             batch = decoded[j]
             if (
                 not isinstance(batch, BarBatch)
