@@ -111,6 +111,43 @@ class BatchResult:
     seek_to: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
+class NewRows:
+    """Packed rows of dates no stored row has, per table, waiting for their COPY.
+
+    Appends, and a rewritten symbol's indicators after their DELETE: written with a plain
+    COPY, no staging table and no ON CONFLICT. ``mark``/``rollback`` drop what a failed
+    message added; ``nbytes`` is kept as rows come so checking it costs nothing.
+    """
+
+    def __init__(self) -> None:
+        self.prices: list[bytes] = []
+        self.indicators: list[bytes] = []
+        self.nbytes = 0
+
+    def add(self, prices: bytes | None, indicators: bytes) -> None:
+        if prices is not None:
+            self.prices.append(prices)
+            self.nbytes += len(prices)
+        self.indicators.append(indicators)
+        self.nbytes += len(indicators)
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.prices), len(self.indicators), self.nbytes
+
+    def rollback(self, mark: tuple[int, int, int]) -> None:
+        n_prices, n_indicators, self.nbytes = mark
+        del self.prices[n_prices:], self.indicators[n_indicators:]
+
+    def take(self) -> list[tuple[str, tuple[str, ...], list[bytes]]]:
+        """The pending COPYs, as ``(table, columns, packed rows)``; the buffers start anew."""
+        copies = [
+            ("prices", ("symbol", "date", *PRICE_COLUMNS), self.prices),
+            ("indicators", ("symbol", "date", *INDICATOR_COLUMNS), self.indicators),
+        ]
+        self.prices, self.indicators, self.nbytes = [], [], 0
+        return [c for c in copies if c[2]]
+
+
 class BatchWriter:
     """Applies one batch inside the caller's transaction (the caller commits)."""
 
@@ -123,10 +160,7 @@ class BatchWriter:
         self.record_offsets = record_offsets  # False when replaying held messages
         self.max_message_bytes = max_message_bytes
         self.symbols: dict[str, SymbolState] = {}
-        # Rows of dates no stored row has (appends, and a rewritten symbol's indicators after
-        # their DELETE): written with a plain COPY, no staging table and no ON CONFLICT.
-        self._new_prices: list[bytes] = []
-        self._new_indicators: list[bytes] = []
+        self._new_rows = NewRows()
         self._copy = BackgroundCopy(conn)
         self._dirty: set[str] = set()
         self._tasks: dict[str, tasks.TaskResult] = {}
@@ -157,7 +191,7 @@ class BatchWriter:
                     merged.update(run)
                 else:
                     self._apply_one(msg, decoded[i], result)
-                if self._buffered_bytes() >= BACKGROUND_COPY_BYTES:
+                if self._new_rows.nbytes >= BACKGROUND_COPY_BYTES:
                     self._flush_in_background()
             self._flush()
         finally:
@@ -276,7 +310,7 @@ class BatchWriter:
             c: np.concatenate([np.asarray(getattr(b, c), dtype=np.float64) for b in batches])
             for c in PRICE_COLUMNS
         }
-        before = (replace(state), len(self._new_prices), len(self._new_indicators))
+        before = (replace(state), self._new_rows.mark())
         dirty = symbol in self._dirty
         try:
             bars = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
@@ -284,9 +318,9 @@ class BatchWriter:
         except RETRIABLE_DB_ERRORS:
             raise
         except Exception:
-            saved, n_prices, n_indicators = before
+            saved, mark = before
             self.symbols[symbol] = saved
-            del self._new_prices[n_prices:], self._new_indicators[n_indicators:]
+            self._new_rows.rollback(mark)
             if not dirty:
                 self._dirty.discard(symbol)
             return False
@@ -327,8 +361,7 @@ class BatchWriter:
         # What to restore if this message fails: the symbol's state and the buffers' lengths.
         before = (
             replace(state),
-            len(self._new_prices),
-            len(self._new_indicators),
+            self._new_rows.mark(),
             batch.symbol in self._dirty,
         )
         try:
@@ -341,9 +374,9 @@ class BatchWriter:
             # its symbol and go on with the rest of the batch.
             if touches_history:
                 self.cur.execute("ROLLBACK TO SAVEPOINT bar_message")
-            saved, n_prices, n_indicators, dirty = before
+            saved, mark, dirty = before
             self.symbols[batch.symbol] = saved
-            del self._new_prices[n_prices:], self._new_indicators[n_indicators:]
+            self._new_rows.rollback(mark)
             if not dirty:
                 self._dirty.discard(batch.symbol)
             self._dead_letter(msg, exc, result, symbol=batch.symbol)
@@ -409,9 +442,9 @@ class BatchWriter:
         state.last_date = dates[-1]
         state.bars_seen += len(dates)
         self._dirty.add(symbol)
-        self._new_prices.append(pack_rows(symbol, dates, [raw[c] for c in PRICE_COLUMNS]))
-        self._new_indicators.append(
-            pack_rows(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS], nan_as_null=True)
+        self._new_rows.add(
+            pack_rows(symbol, dates, [raw[c] for c in PRICE_COLUMNS]),
+            pack_rows(symbol, dates, [outputs[c] for c in INDICATOR_COLUMNS], nan_as_null=True),
         )
         return len(dates)
 
@@ -469,8 +502,9 @@ class BatchWriter:
         state.last_date, state.bars_seen = all_dates[-1], len(all_dates)
         self._dirty.add(symbol)
         cur.execute("DELETE FROM indicators WHERE symbol = %s", (symbol,))
-        self._new_indicators.append(
-            pack_rows(symbol, all_dates, [outputs[c] for c in INDICATOR_COLUMNS], nan_as_null=True)
+        self._new_rows.add(
+            None,
+            pack_rows(symbol, all_dates, [outputs[c] for c in INDICATOR_COLUMNS], nan_as_null=True),
         )
         self._flush()
         logger.info(
@@ -485,23 +519,12 @@ class BatchWriter:
         key that exists anyway (rows written behind the processor's back) fails the batch;
         the message is then dead-lettered on its own, never silently overwritten."""
         self._copy.wait()
-        for table, columns, packed in self._take_new_rows():
+        for table, columns, packed in self._new_rows.take():
             copy_rows(self.cur, table, columns, packed)
 
     def _flush_in_background(self) -> None:
         """Start COPYing the buffered new rows; the next message waits for it first."""
-        self._copy.start(self._take_new_rows())
-
-    def _take_new_rows(self) -> list[tuple[str, tuple[str, ...], list[bytes]]]:
-        copies = [
-            ("prices", ("symbol", "date", *PRICE_COLUMNS), self._new_prices),
-            ("indicators", ("symbol", "date", *INDICATOR_COLUMNS), self._new_indicators),
-        ]
-        self._new_prices, self._new_indicators = [], []
-        return [c for c in copies if c[2]]
-
-    def _buffered_bytes(self) -> int:
-        return sum(map(len, self._new_prices)) + sum(map(len, self._new_indicators))
+        self._copy.start(self._new_rows.take())
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _load_symbols(self, symbols: set[str]) -> None:
