@@ -11,13 +11,7 @@ import logging
 import numpy as np
 import pytest
 
-from tests.test_workers.test_processor.test_batch_robustness import (
-    GROUP,
-    Feed,
-    raw_bars,
-    scratch,  # noqa: F401 - the fixture
-    symbol_outcome,
-)
+from tests.fixtures.batches import GROUP, Feed, raw_bars, symbol_outcome
 from workers.processor.batch import BatchWriter
 from workers.sources.synthetic import SyntheticSource
 
@@ -38,7 +32,7 @@ def _stored(conn, symbol: str) -> tuple:
     return [row[1:] for row in prices], indicators, (state[0], state[1], bytes(state[2]))
 
 
-def test_a_run_with_a_split_equals_one_batch_per_message(scratch, caplog):  # noqa: F811
+def test_a_run_with_a_split_equals_one_batch_per_message(scratch, caplog):
     settings, conn = scratch
     caplog.set_level(logging.INFO, logger="workers.processor.batch")
     # BG10 splits 1.5:1 on 2011-04-25, in the 5th of its 100-bar messages from 2010.
@@ -62,7 +56,7 @@ def test_a_run_with_a_split_equals_one_batch_per_message(scratch, caplog):  # no
     assert _stored(conn, "BG10") == as_one_run
 
 
-def test_a_bad_message_in_a_run_is_dead_lettered_alone(scratch):  # noqa: F811
+def test_a_bad_message_in_a_run_is_dead_lettered_alone(scratch):
     settings, conn = scratch
     good = SyntheticSource().fetch("RUNA", D(2012, 1, 1), D(2012, 12, 31))
     feed = Feed()

@@ -14,13 +14,7 @@ import psycopg2
 import pytest
 
 from finpipe_core.db.bulk import copy_rows, pack_rows
-from tests.test_workers.test_processor.test_batch_robustness import (
-    GROUP,
-    Feed,
-    raw_bars,
-    scratch,  # noqa: F401 - the fixture
-    symbol_outcome,
-)
+from tests.fixtures.batches import GROUP, Feed, raw_bars, symbol_outcome
 from workers.processor import batch as batch_module
 from workers.processor.batch import PRICE_COLUMNS, BatchWriter
 from workers.sources.synthetic import SyntheticSource
@@ -46,7 +40,7 @@ def every_message_in_background(monkeypatch):
 
 
 def test_background_copies_give_the_fresh_computation(
-    scratch,  # noqa: F811
+    scratch,
     every_message_in_background,
     caplog,
 ):
@@ -92,7 +86,7 @@ def test_background_copies_give_the_fresh_computation(
         assert cur.fetchone()[0] == 0
 
 
-def test_a_failed_background_copy_fails_the_batch(scratch, every_message_in_background):  # noqa: F811
+def test_a_failed_background_copy_fails_the_batch(scratch, every_message_in_background):
     """A row written behind the processor's back collides with an append: the batch raises
     (the processor then retries it message by message); nothing is overwritten."""
     settings, conn = scratch

@@ -9,118 +9,19 @@ failure never leaves ``BatchWriter.apply`` and never touches another symbol.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
-import math
 
-import msgspec
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finpipe_core import contracts
 from finpipe_core.calendar import trading_days
-from finpipe_core.db import connect
-from tests.fixtures.pipeline import assert_indicators_exact
-from workers.agent.main import chunk_messages
-from workers.processor.batch import BatchWriter, InputMessage
-from workers.sources.base import RawBars
+from tests.fixtures.batches import GROUP, Feed, raw_bars, symbol_outcome
+from workers.processor.batch import BatchWriter
 from workers.sources.synthetic import SyntheticSource
 
 pytestmark = pytest.mark.integration
-
-GROUP = "robustness-test"
 D = dt.date
-
-
-def raw_bars(
-    symbol: str, dates: list[dt.date], close: list[float], volume: list[float], spread: list[float]
-) -> RawBars:
-    c = np.asarray(close, dtype=np.float64)
-    return RawBars(
-        symbol,
-        dates,
-        open=c.copy(),
-        high=c * (1 + np.asarray(spread)),
-        low=c / (1 + np.asarray(spread)),
-        close=c,
-        adj_close=c.copy(),
-        volume=np.asarray(volume, dtype=np.float64),
-        dividends=np.zeros(len(c)),
-        splits=np.zeros(len(c)),
-        source="test",
-    )
-
-
-_partitions = itertools.count()
-
-
-class Feed:
-    """Messages of several symbols on a partition of its own, offsets counting up."""
-
-    def __init__(self) -> None:
-        self.partition = next(_partitions)
-        self.offset = 0
-
-    def messages(self, bars: RawBars, per_message: int = 1000) -> list[InputMessage]:
-        task = contracts.FetchTask(
-            schema_version=1,
-            symbol=bars.symbol,
-            task_id=contracts.make_task_id(bars.symbol, bars.dates[0], bars.dates[-1]),
-            start=bars.dates[0],
-            end=bars.dates[-1],
-        )
-        out = []
-        for m in chunk_messages(task, bars, per_message):
-            out.append(
-                InputMessage(
-                    "data", self.partition, self.offset, bars.symbol.encode(), contracts.encode(m)
-                )
-            )
-            self.offset += 1
-        return out
-
-
-@pytest.fixture
-def scratch(pipeline_factory):
-    settings = pipeline_factory(source="synthetic").settings
-    conn = connect(settings)
-    conn.autocommit = False
-    yield settings, conn
-    conn.close()
-
-
-def symbol_outcome(conn, symbol: str) -> str:
-    """'exact' (stored = fresh computation, finite state) or 'parked' (with a dead letter)."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT status FROM symbol_state WHERE symbol = %s", (symbol,))
-        row = cur.fetchone()
-        if row and row[0] == "parked":
-            cur.execute(
-                "SELECT count(*) FROM dead_letters WHERE symbol = %s AND status = 'open'", (symbol,)
-            )
-            assert cur.fetchone()[0] >= 1, f"{symbol} parked without a dead letter"
-            return "parked"
-        cur.execute("SELECT state FROM indicator_state WHERE symbol = %s", (symbol,))
-        state = msgspec.msgpack.decode(cur.fetchone()[0])
-    assert_indicators_exact(conn, symbol)
-    assert_finite(state, symbol)
-    return "exact"
-
-
-def assert_finite(value: object, where: str) -> None:
-    if isinstance(value, float):
-        assert math.isfinite(value) or math.isnan(value), f"{where}: {value} in the state"
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            assert_finite(v, f"{where}.{k}")
-    elif isinstance(value, list):
-        for v in value:
-            assert_finite(v, where)
-    elif isinstance(value, bytes) and len(value) % 8 == 0:  # packed float64 values
-        floats = np.frombuffer(value, dtype=np.float64)
-        assert not np.isinf(floats).any(), f"{where}: inf in the state"
 
 
 def test_extreme_symbol_never_stops_the_batch(scratch):

@@ -14,9 +14,8 @@ import pytest
 
 from finpipe_core import contracts
 from finpipe_core.calendar import trading_days
-from finpipe_core.db import connect
+from tests.fixtures.batches import GROUP, Feed, open_scratch
 from tests.fixtures.pipeline import assert_indicators_exact
-from tests.test_workers.test_processor.test_batch_robustness import GROUP, Feed
 from workers.processor.batch import BatchWriter, InputMessage
 from workers.processor.revision_log import diff_stored
 from workers.sources.base import RawBars
@@ -30,9 +29,7 @@ SPLIT_DAY = D(2005, 2, 28)  # AAPL 2:1 in the sample
 
 @pytest.fixture
 def scratch(pipeline_factory):
-    settings = pipeline_factory(source="sample").settings
-    conn = connect(settings)
-    conn.autocommit = False
+    settings, conn = open_scratch(pipeline_factory, "sample")
     yield settings, conn
     conn.close()
 
