@@ -9,7 +9,9 @@ import signal
 import time
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from finpipe_core.kafka import consumer_config
 from tests.fixtures.pipeline import Pipeline, assert_indicators_exact, table_counts
 from tests.fixtures.tcp_proxy import TcpProxy
 from workers.sources.synthetic import SyntheticSource
@@ -123,35 +125,39 @@ def test_workers_join_and_leave_mid_run(pipeline_factory):
 
 def test_processor_loses_partitions_during_a_database_outage(pipeline_factory):
     """Processor A holds a batch it cannot commit (its database connection is cut) while a
-    second processor B takes half of its partitions and applies their messages; when A's
-    database comes back, A must not apply what B applied (nor move B's offsets back)."""
+    second processor B takes the partitions of that batch and applies their messages; when
+    A's database comes back, A must not apply what B applied (nor move B's offsets back)."""
     pipe = pipeline_factory(source="synthetic", bars_per_message=60)
     s = pipe.settings
     proxy = TcpProxy(s.pg_host, s.pg_port)
     try:
         agent = pipe.start("agent")
-        a = pipe.start("processor", FINPIPE_PG_PORT=str(proxy.port))
+        # Static members "a" and "b": the round-robin assignment orders members by id, so
+        # once B joins, A keeps the even partitions and B takes the odd ones.
+        a = pipe.start("processor", slot="a", FINPIPE_PG_PORT=str(proxy.port))
         first = _yearly_tasks([f"OUT{i}" for i in range(24)], 2010, 1)
         ids = pipe.send_tasks(first)
         pipe.wait_tasks(ids, timeout=120)
+        # Only symbols of odd partitions get more bars: whatever part of them A's next poll
+        # takes, it is a batch of partitions B will take.
+        odd = sorted(sym for sym, p in _partitions_of_symbols(pipe).items() if p % 2)
+        assert odd, "no symbol landed on an odd partition"
         proxy.cut()
-        # A consumes these but cannot commit them: it retries, polling, with the batch in hand.
-        # The agent handles them in one transaction (started after they are all waiting), so
-        # A's batch holds messages of every partition, half of which B will take.
-        agent.stop()
-        later = _yearly_tasks([f"OUT{i}" for i in range(24)], 2011, 2)
+        later = _yearly_tasks(odd, 2011, 2)
         ids += pipe.send_tasks(later)
-        pipe.start("agent")
-        wait_log(a, "batch not committed")
-        b = pipe.start("processor")
+        wait_log(a, "batch not committed")  # A retries, polling, with the batch in hand
+        b = pipe.start("processor", slot="b")
         wait_log(a, "revoked partitions=[", timeout=60)
         wait_log(b, "assigned [(", timeout=60)
+        taken = {int(p) for p in re.findall(r"\((\d+), -?\d+\)", b.log.read_text())}
+        assert taken and all(p % 2 for p in taken), f"B was assigned {sorted(taken)}"
         # B applies the messages of the partitions it took over while A still waits.
         deadline = time.monotonic() + 60
         while _done_by_partition_owner(pipe, b) == 0 and time.monotonic() < deadline:
             time.sleep(0.5)
         proxy.restore()
         pipe.wait_tasks(ids, timeout=180)
+        agent.stop()
     finally:
         proxy.close()
     _assert_exact_and_ordered(pipe, first + later)
@@ -164,6 +170,31 @@ def test_processor_loses_partitions_during_a_database_outage(pipeline_factory):
         )
     )
     assert dropped > 0, "A's retry never met a revoked partition: the fault did not happen"
+
+
+def _partitions_of_symbols(pipe: Pipeline) -> dict[str, int]:
+    """The data topic's partition of each symbol stored so far, read from the topic."""
+    s = pipe.settings
+    consumer = Consumer(consumer_config(s, f"{s.processor_group}-reader"))
+    found: dict[str, int] = {}
+    try:
+        topic = consumer.list_topics(s.data_topic, timeout=10).topics[s.data_topic]
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(s.data_topic, p), timeout=5)[1]
+            for p in topic.partitions
+        }
+        consumer.assign([TopicPartition(s.data_topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            positions = consumer.position([TopicPartition(s.data_topic, p) for p in ends])
+            if all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions):
+                break
+            for m in consumer.consume(500, timeout=0.5):
+                if m.error() is None:
+                    found[m.key().decode()] = m.partition()
+    finally:
+        consumer.close()
+    return found
 
 
 def wait_log(worker, text: str, timeout: float = 60.0) -> None:
