@@ -310,24 +310,32 @@ class BatchWriter:
             c: np.concatenate([np.asarray(getattr(b, c), dtype=np.float64) for b in batches])
             for c in PRICE_COLUMNS
         }
-        before = (replace(state), self._new_rows.mark())
-        dirty = symbol in self._dirty
+        before = self._checkpoint(symbol)
         try:
-            bars = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
-            stored = self._append(symbol, dates, raw, state, bars)
+            stored = self._append(symbol, dates, raw, state, _bars_of(raw))
         except RETRIABLE_DB_ERRORS:
             raise
         except Exception:
-            saved, mark = before
-            self.symbols[symbol] = saved
-            self._new_rows.rollback(mark)
-            if not dirty:
-                self._dirty.discard(symbol)
+            self._restore(symbol, before)
             return False
         result.bars_stored += stored
         for batch in batches:
             self._record_task(batch)
         return True
+
+    def _checkpoint(self, symbol: str) -> tuple[SymbolState, tuple[int, int, int], bool]:
+        """What to restore if applying bars of ``symbol`` fails: its state, the new-row
+        buffers' lengths and whether its state was already due to be saved."""
+        return replace(self.symbols[symbol]), self._new_rows.mark(), symbol in self._dirty
+
+    def _restore(
+        self, symbol: str, checkpoint: tuple[SymbolState, tuple[int, int, int], bool]
+    ) -> None:
+        saved, mark, dirty = checkpoint
+        self.symbols[symbol] = saved
+        self._new_rows.rollback(mark)
+        if not dirty:
+            self._dirty.discard(symbol)
 
     def _apply_one(
         self, msg: InputMessage, batch: BarBatch | ContractError, result: BatchResult
@@ -358,12 +366,7 @@ class BatchWriter:
             # guard it with a savepoint, so rolling it back takes no other message's rows.
             self._flush()
             self.cur.execute("SAVEPOINT bar_message")
-        # What to restore if this message fails: the symbol's state and the buffers' lengths.
-        before = (
-            replace(state),
-            self._new_rows.mark(),
-            batch.symbol in self._dirty,
-        )
+        before = self._checkpoint(batch.symbol)
         try:
             result.bars_stored += self._apply_bars(batch, state)
         except RETRIABLE_DB_ERRORS:
@@ -374,11 +377,7 @@ class BatchWriter:
             # its symbol and go on with the rest of the batch.
             if touches_history:
                 self.cur.execute("ROLLBACK TO SAVEPOINT bar_message")
-            saved, mark, dirty = before
-            self.symbols[batch.symbol] = saved
-            self._new_rows.rollback(mark)
-            if not dirty:
-                self._dirty.discard(batch.symbol)
+            self._restore(batch.symbol, before)
             self._dead_letter(msg, exc, result, symbol=batch.symbol)
             return
         if touches_history:
@@ -391,7 +390,7 @@ class BatchWriter:
             return 0
         dates = batch.dates
         raw = {c: np.asarray(getattr(batch, c), dtype=np.float64) for c in PRICE_COLUMNS}
-        bars: Bars | None = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
+        bars: Bars | None = _bars_of(raw)
         has_split = bool(np.any((raw["splits"] > 0) & (raw["splits"] != 1.0)))
 
         revised = 0
@@ -435,7 +434,7 @@ class BatchWriter:
     ) -> int:
         splits = split_events(dates, raw["splits"])
         if bars is None:
-            bars = Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
+            bars = _bars_of(raw)
         if splits:  # only for a symbol's first bars: later splits take the rewrite path
             bars = split_adjust(bars, dates, splits)
         outputs, state.state = compute_incremental(bars, state.state)
@@ -699,6 +698,11 @@ def lock_symbols(cur: psycopg2.extensions.cursor, symbols: set[str]) -> None:
             "FROM (SELECT s FROM unnest(%s::text[]) AS s ORDER BY s OFFSET 0) AS ordered",
             (SYMBOL_LOCK_CLASS, sorted(symbols)),
         )
+
+
+def _bars_of(raw: dict[str, np.ndarray]) -> Bars:
+    """The engine's input from a message's price columns (validates them)."""
+    return Bars(raw["open"], raw["high"], raw["low"], raw["close"], raw["volume"])
 
 
 def _symbol_from_key(key: bytes | None) -> str | None:
